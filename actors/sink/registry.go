@@ -1,0 +1,70 @@
+package sink
+
+import (
+	"fmt"
+	"log/slog"
+	"sort"
+
+	"github.com/herald-router/herald/config"
+)
+
+// Env is what a provider's constructor gets besides its options.
+type Env struct {
+	Name   string         // the sink's name in the config
+	Config *config.Config // the whole config, for resolving paths
+	Log    *slog.Logger
+}
+
+// Kind is one provider: a constructor of its default options (which the
+// config decodes into strictly) and a constructor of the provider.
+type Kind struct {
+	Options func() any
+	New     func(env Env, options any) (Provider, error)
+}
+
+// Registry maps type names to providers. It is a value: a test builds one
+// with exactly the providers it needs.
+type Registry struct{ kinds map[string]Kind }
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{kinds: map[string]Kind{}} }
+
+// MustAdd registers a provider; a duplicate name is a programming error.
+func (r *Registry) MustAdd(name string, k Kind) {
+	if _, dup := r.kinds[name]; dup {
+		panic("sink: provider " + name + " registered twice")
+	}
+	r.kinds[name] = k
+}
+
+// ConfigKinds returns the option constructors for config.Kinds.Sinks.
+func (r *Registry) ConfigKinds() map[string]func() any {
+	m := make(map[string]func() any, len(r.kinds))
+	for n, k := range r.kinds {
+		m[n] = k.Options
+	}
+	return m
+}
+
+// Names returns the registered names, sorted.
+func (r *Registry) Names() []string {
+	names := make([]string, 0, len(r.kinds))
+	for n := range r.kinds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// New builds the provider of a configured sink.
+func (r *Registry) New(env Env, s *config.Sink) (Provider, error) {
+	k, ok := r.kinds[s.Type]
+	if !ok {
+		return nil, fmt.Errorf("sink %s: unknown type %q", env.Name, s.Type)
+	}
+	p, err := k.New(env, s.Options)
+	if err != nil {
+		return nil, fmt.Errorf("sink %s: %w", env.Name, err)
+	}
+	return p, nil
+}

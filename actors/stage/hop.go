@@ -1,0 +1,194 @@
+package stage
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/herald-router/herald/bus"
+	"github.com/herald-router/herald/internal/metrics"
+	"github.com/herald-router/herald/schemas"
+)
+
+// Output is events bound for one subject. Key names the output inside the
+// stage (a class, a target) and must be the same each time the same input
+// is processed: the Nats-Msg-Id derives from it.
+type Output struct {
+	Key     string
+	Subject string
+	Events  []*schemas.Event
+}
+
+// Processor is a stage's logic: plain Go, called without an actor system.
+// An error wrapping bus.ErrMalformed dead-letters the input; any other error
+// hands it back for a later delivery.
+type Processor interface {
+	Process(b *schemas.Batch) ([]Output, error)
+}
+
+// Hop is the Handler of a stage between two streams. For each input it
+// publishes every output asynchronously under derived ids, and acks the
+// input only after JetStream acknowledged every output; a separate goroutine
+// waits for those acknowledgements so the actor can go on with the next
+// input meanwhile.
+type Hop struct {
+	Name       string
+	Bus        *bus.Bus
+	Proc       Processor
+	MaxBytes   int
+	MaxDeliver int
+	Metrics    *metrics.Stage
+	Log        *slog.Logger
+
+	pending chan pendingAck
+	done    chan struct{}
+}
+
+type pendingAck struct {
+	msg     jetstream.Msg
+	futures []jetstream.PubAckFuture
+	events  int
+}
+
+// Init starts the goroutine that confirms publishes and acks inputs.
+// window bounds the inputs awaiting confirmation: when it is full, Handle
+// blocks, which back-pressures the consumer.
+func (h *Hop) Init(window int) {
+	h.pending = make(chan pendingAck, window)
+	h.done = make(chan struct{})
+	go h.ackLoop()
+}
+
+// Handle processes one input message.
+func (h *Hop) Handle(ctx context.Context, msg jetstream.Msg) {
+	if dead := h.checkDeliveries(ctx, msg); dead {
+		return
+	}
+	b, err := bus.Decode(msg)
+	if err != nil {
+		h.rejectMsg(ctx, msg, "malformed", err)
+		return
+	}
+	h.Metrics.Received.Add(float64(len(b.Events)))
+	outs, err := h.Proc.Process(b)
+	if err != nil {
+		if errors.Is(err, bus.ErrMalformed) {
+			h.rejectMsg(ctx, msg, "malformed", err)
+			return
+		}
+		h.Log.Warn("processing failed; the input will be delivered again", "stage", h.Name, "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		h.Metrics.Nakked.Inc()
+		return
+	}
+	p := pendingAck{msg: msg}
+	for _, o := range outs {
+		msgs, err := bus.EncodeBatches(o.Subject, b.Id+":"+h.Name+":"+o.Key, o.Events, h.MaxBytes)
+		if err != nil {
+			h.rejectMsg(ctx, msg, "encode", err)
+			return
+		}
+		for _, m := range msgs {
+			f, err := h.Bus.PublishAsync(ctx, m)
+			if err != nil {
+				h.Log.Warn("publish failed; the input will be delivered again", "stage", h.Name, "err", err)
+				_ = msg.NakWithDelay(time.Second)
+				h.Metrics.Nakked.Inc()
+				return
+			}
+			p.futures = append(p.futures, f)
+		}
+		p.events += len(o.Events)
+	}
+	h.pending <- p
+}
+
+// checkDeliveries counts redeliveries and dead-letters a message delivered
+// more than MaxDeliver times, so nothing loops forever or is dropped unseen.
+func (h *Hop) checkDeliveries(ctx context.Context, msg jetstream.Msg) bool {
+	md, err := msg.Metadata()
+	if err != nil {
+		return false
+	}
+	if md.NumDelivered > 1 {
+		h.Metrics.Redelivered.Inc()
+	}
+	if h.MaxDeliver > 0 && md.NumDelivered > uint64(h.MaxDeliver) {
+		h.rejectMsg(ctx, msg, "max_deliver", errors.New("delivered too often without success"))
+		return true
+	}
+	return false
+}
+
+// rejectMsg dead-letters the whole input message with a reason, then
+// terminates it. If the dead letter cannot be stored the input is handed
+// back instead: it is never dropped.
+func (h *Hop) rejectMsg(ctx context.Context, msg jetstream.Msg, reason string, cause error) {
+	id := msg.Headers().Get(jetstream.MsgIDHeader)
+	if md, err := msg.Metadata(); err == nil && id == "" {
+		id = md.Stream + "." + uitoa(md.Sequence.Stream)
+	}
+	h.Log.Warn("dead-lettering input", "stage", h.Name, "reason", reason, "err", cause, "subject", msg.Subject())
+	if err := h.Bus.DeadLetter(ctx, h.Name, id, msg.Subject(), reason, cause.Error(), msg.Data(),
+		msg.Headers().Get(bus.HeaderEncoding)); err != nil {
+		h.Log.Error("dead letter failed; input handed back", "stage", h.Name, "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		h.Metrics.Nakked.Inc()
+		return
+	}
+	h.Metrics.DeadLettered(reason, 1)
+	_ = msg.TermWithReason(reason)
+}
+
+func (h *Hop) ackLoop() {
+	defer close(h.done)
+	// Confirmations are retried until they succeed; only a hard stop (the
+	// process ending) interrupts them, and then JetStream redelivers.
+	ctx := context.Background()
+	for p := range h.pending {
+		ok := true
+		for _, f := range p.futures {
+			if err := h.Bus.Confirm(ctx, f); err != nil {
+				ok = false
+				break
+			}
+		}
+		if !ok {
+			_ = p.msg.NakWithDelay(time.Second)
+			h.Metrics.Nakked.Inc()
+			continue
+		}
+		if err := p.msg.Ack(); err != nil {
+			h.Log.Warn("ack failed; the input will be delivered again and de-duplicated", "stage", h.Name, "err", err)
+			continue
+		}
+		h.Metrics.Published.Add(float64(p.events))
+		h.Metrics.Acked.Inc()
+	}
+}
+
+// Drain waits until every input handed to Handle is confirmed and acked.
+func (h *Hop) Drain(ctx context.Context) {
+	close(h.pending)
+	select {
+	case <-h.done:
+	case <-ctx.Done():
+	}
+}
+
+func uitoa(v uint64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			break
+		}
+	}
+	return string(b[i:])
+}

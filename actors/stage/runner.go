@@ -1,0 +1,176 @@
+package stage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/herald-router/herald/internal/metrics"
+)
+
+// Handler processes one delivery. The Runner never calls it concurrently.
+// It may panic: the actor is restarted and the message is handed back to
+// JetStream for another delivery.
+type Handler interface {
+	Handle(ctx context.Context, msg jetstream.Msg)
+}
+
+// Drainer is implemented by handlers with work in flight after Handle
+// returned (acks awaiting publish confirmations); Drain finishes it.
+type Drainer interface {
+	Drain(ctx context.Context)
+}
+
+// delivery is the actor message carrying one JetStream message.
+type delivery struct{ msg jetstream.Msg }
+
+// Runner runs one Handler in a supervised actor fed by durable consumers.
+type Runner struct {
+	Name      string
+	Consumers []jetstream.Consumer
+	Handler   Handler
+	Metrics   *metrics.Stage
+	Log       *slog.Logger
+	// OnFatal is called when the actor is stopped for good by its
+	// supervisor (it kept failing): the process must not run on without
+	// the stage.
+	OnFatal func(error)
+
+	system   *actor.ActorSystem
+	parent   *actor.PID
+	child    *actor.PID
+	pumps    []jetstream.ConsumeContext
+	stopping atomic.Bool
+	ctx      context.Context
+	cancel   context.CancelFunc
+	once     sync.Once
+}
+
+// Start spawns the actor and starts pulling.
+func (r *Runner) Start(system *actor.ActorSystem) error {
+	r.system = system
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	started := make(chan *actor.PID, 1)
+	sup := actor.NewOneForOneStrategy(1000, time.Minute, func(reason any) actor.Directive {
+		r.Metrics.Restarts.Inc()
+		r.Log.Error("stage actor panicked; restarting it", "stage", r.Name, "reason", fmt.Sprint(reason))
+		return actor.RestartDirective
+	})
+	parentProps := actor.PropsFromProducer(func() actor.Actor {
+		return &supervisor{r: r, started: started}
+	}, actor.WithSupervisor(sup))
+	pid, err := system.Root.SpawnNamed(parentProps, "stage-"+r.Name)
+	if err != nil {
+		return fmt.Errorf("spawn stage %s: %w", r.Name, err)
+	}
+	r.parent = pid
+	select {
+	case r.child = <-started:
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("stage %s: actor did not start", r.Name)
+	}
+	for _, c := range r.Consumers {
+		cc, err := c.Consume(func(m jetstream.Msg) {
+			system.Root.Send(r.child, &delivery{m})
+		},
+			// A short expiry: the default 30 s stalled consumers under an
+			// ack backlog in the measurements.
+			jetstream.PullExpiry(2*time.Second),
+			jetstream.PullMaxMessages(64),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				if !errors.Is(err, jetstream.ErrNoHeartbeat) || !r.stopping.Load() {
+					r.Log.Warn("consumer error", "stage", r.Name, "err", err)
+				}
+			}))
+		if err != nil {
+			r.Stop()
+			return fmt.Errorf("stage %s: consume: %w", r.Name, err)
+		}
+		r.pumps = append(r.pumps, cc)
+	}
+	return nil
+}
+
+// Drain stops pulling, lets the actor finish every delivery already in its
+// mailbox, waits for the handler's work in flight, then stops the actor.
+// Messages pulled but not yet handed over are redelivered later, never lost.
+func (r *Runner) Drain(ctx context.Context) {
+	r.once.Do(func() {
+		r.stopping.Store(true)
+		for _, p := range r.pumps {
+			p.Stop()
+		}
+		if r.child != nil {
+			f := r.system.Root.PoisonFuture(r.child)
+			done := make(chan struct{})
+			go func() { _ = f.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				r.system.Root.Stop(r.child)
+			}
+		}
+		if d, ok := r.Handler.(Drainer); ok {
+			d.Drain(ctx)
+		}
+		r.cancel()
+		if r.parent != nil {
+			_ = r.system.Root.StopFuture(r.parent).Wait()
+		}
+	})
+}
+
+// Stop is Drain with no time to finish anything.
+func (r *Runner) Stop() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r.Drain(ctx)
+}
+
+// supervisor owns the worker and reports its death.
+type supervisor struct {
+	r       *Runner
+	started chan *actor.PID
+}
+
+func (s *supervisor) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		child := c.Spawn(actor.PropsFromProducer(func() actor.Actor { return &worker{r: s.r} }))
+		s.started <- child
+	case *actor.Terminated:
+		if !s.r.stopping.Load() && s.r.OnFatal != nil {
+			s.r.OnFatal(fmt.Errorf("stage %s: actor %s stopped after repeated failures", s.r.Name, m.Who.Id))
+		}
+	}
+}
+
+// worker is the thin shell around the Handler.
+type worker struct {
+	r       *Runner
+	current jetstream.Msg
+}
+
+func (w *worker) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *delivery:
+		w.current = m.msg
+		w.r.Handler.Handle(w.r.ctx, m.msg)
+		w.current = nil
+	case *actor.Restarting:
+		// The message that made Handle panic goes back to JetStream now
+		// rather than after AckWait; after bus.max_deliver it is
+		// dead-lettered by the handler.
+		if w.current != nil {
+			_ = w.current.NakWithDelay(100 * time.Millisecond)
+			w.r.Metrics.Nakked.Inc()
+		}
+	}
+}

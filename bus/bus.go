@@ -1,0 +1,226 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/herald-router/herald/config"
+)
+
+// Bus is a connection to the NATS system, with the embedded server when
+// herald runs one.
+type Bus struct {
+	Server *server.Server // nil when connected to an external system
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	cfg    config.Bus
+	log    *slog.Logger
+}
+
+// Open starts the embedded server (when cfg.URLs is empty) and connects.
+func Open(ctx context.Context, cfg config.Bus, log *slog.Logger) (*Bus, error) {
+	b := &Bus{cfg: cfg, log: log}
+	var opts []nats.Option
+	opts = append(opts, nats.Name("herald"), nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrl()) }))
+	url := ""
+	if len(cfg.URLs) == 0 {
+		s, err := startEmbedded(cfg.Embedded, log)
+		if err != nil {
+			return nil, err
+		}
+		b.Server = s
+		opts = append(opts, nats.InProcessServer(s))
+	} else {
+		for i, u := range cfg.URLs {
+			if i > 0 {
+				url += ","
+			}
+			url += u
+		}
+		opts = append(opts, nats.RetryOnFailedConnect(false))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+	}
+	b.NC = nc
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	b.JS = js
+	return b, nil
+}
+
+func startEmbedded(e config.Embedded, log *slog.Logger) (*server.Server, error) {
+	if err := os.MkdirAll(e.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("nats data dir: %w", err)
+	}
+	o := &server.Options{
+		ServerName:        "herald",
+		JetStream:         true,
+		StoreDir:          e.DataDir,
+		NoSigs:            true,
+		MaxPayload:        int32(e.MaxPayload),
+		JetStreamMaxStore: int64(e.MaxStore),
+		// JetStream memory is only used for memory streams; herald's are files.
+		JetStreamMaxMemory: 64 << 20,
+	}
+	if e.Listen == "" {
+		o.DontListen = true
+	} else {
+		host, port, err := net.SplitHostPort(e.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("nats listen %q: %w", e.Listen, err)
+		}
+		o.Host = host
+		if o.Port, err = strconv.Atoi(port); err != nil {
+			return nil, fmt.Errorf("nats listen %q: %w", e.Listen, err)
+		}
+		if o.Port == 0 {
+			o.Port = server.RANDOM_PORT
+		}
+	}
+	switch e.SyncInterval {
+	case "":
+	case "always":
+		o.SyncAlways = true
+	default:
+		d, err := time.ParseDuration(e.SyncInterval)
+		if err != nil {
+			return nil, fmt.Errorf("sync_interval %q: %w", e.SyncInterval, err)
+		}
+		o.SyncInterval = d
+	}
+	s, err := server.NewServer(o)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	s.SetLoggerV2(&serverLog{log.With("component", "nats-server")}, false, false, false)
+	go s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		s.Shutdown()
+		if e.Listen != "" {
+			return nil, fmt.Errorf("embedded nats did not start within 30s (is %s already in use?)", e.Listen)
+		}
+		return nil, errors.New("embedded nats did not start within 30s")
+	}
+	return s, nil
+}
+
+// ClientURL is the address other processes use to reach the embedded
+// server, or "" when it does not listen.
+func (b *Bus) ClientURL() string {
+	if b.Server == nil || b.Server.Addr() == nil {
+		return ""
+	}
+	return b.Server.ClientURL()
+}
+
+// Declare creates or updates every stream and the durable consumers of the
+// given targets. It is idempotent; every process may call it.
+func (b *Bus) Declare(ctx context.Context, targets []string) error {
+	for _, s := range pipelineStreams {
+		sc := jetstream.StreamConfig{
+			Name:       s.name,
+			Subjects:   s.subjects,
+			Retention:  s.retention,
+			Storage:    jetstream.FileStorage,
+			Replicas:   b.cfg.Replicas,
+			Duplicates: b.cfg.Duplicates.D(),
+			MaxAge:     s.maxAge,
+			Discard:    jetstream.DiscardOld,
+		}
+		if s.retention == jetstream.WorkQueuePolicy {
+			// A full work stream must refuse new messages, never drop
+			// accepted ones.
+			sc.Discard = jetstream.DiscardNew
+		}
+		if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("declare stream %s: %w", s.name, err)
+		}
+	}
+	for _, c := range pipelineConsumers(targets) {
+		if _, err := b.consumer(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MaxAckPending bounds the batches one consumer has in flight: with batches
+// of up to 256 KiB that is tens of MiB at most, and more gave no speed in the
+// batching measurements.
+const MaxAckPending = 256
+
+func (b *Bus) consumer(ctx context.Context, c consumerSpec) (jetstream.Consumer, error) {
+	cons, err := b.JS.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{
+		Durable:       c.durable,
+		FilterSubject: c.filter,
+		AckPolicy:     jetstream.AckExplicitPolicy, // never AckAll: it loses what a dead process held
+		AckWait:       b.cfg.AckWait.D(),
+		// Unlimited here: the stage itself dead-letters after
+		// bus.max_deliver, so no message is ever left silently undelivered.
+		MaxDeliver:    -1,
+		MaxAckPending: MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("declare consumer %s on %s: %w", c.durable, c.stream, err)
+	}
+	return cons, nil
+}
+
+// Consumer returns a durable consumer that Declare created.
+func (b *Bus) Consumer(ctx context.Context, stream, durable string) (jetstream.Consumer, error) {
+	cons, err := b.JS.Consumer(ctx, stream, durable)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w", durable, stream, err)
+	}
+	return cons, nil
+}
+
+// Close drains the connection and shuts the embedded server down.
+func (b *Bus) Close() {
+	if b.NC != nil {
+		_ = b.NC.Drain()
+		// Drain is asynchronous; wait for it so pending acks reach the server.
+		deadline := time.Now().Add(5 * time.Second)
+		for !b.NC.IsClosed() && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		b.NC.Close()
+	}
+	if b.Server != nil {
+		b.Server.Shutdown()
+		b.Server.WaitForShutdown()
+	}
+}
+
+// serverLog sends nats-server's log lines to slog.
+type serverLog struct{ l *slog.Logger }
+
+func (s *serverLog) Noticef(f string, a ...any) { s.l.Debug(fmt.Sprintf(f, a...)) }
+func (s *serverLog) Warnf(f string, a ...any)   { s.l.Warn(fmt.Sprintf(f, a...)) }
+func (s *serverLog) Fatalf(f string, a ...any)  { s.l.Error(fmt.Sprintf(f, a...)) }
+func (s *serverLog) Errorf(f string, a ...any)  { s.l.Error(fmt.Sprintf(f, a...)) }
+func (s *serverLog) Debugf(f string, a ...any)  { s.l.Debug(fmt.Sprintf(f, a...)) }
+func (s *serverLog) Tracef(f string, a ...any)  {}

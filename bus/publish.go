@@ -1,0 +1,142 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/herald-router/herald/schemas"
+)
+
+// EncodeBatches marshals events under batch id into messages for subject,
+// each at most maxBytes (a single event larger than that gets a message of
+// its own). The split depends only on the input, so a redelivered input
+// yields the same messages with the same Nats-Msg-Id and JetStream drops the
+// copies.
+func EncodeBatches(subject, id string, events []*schemas.Event, maxBytes int) ([]*nats.Msg, error) {
+	var out []*nats.Msg
+	start, size := 0, 0
+	flush := func(end int) error {
+		if end == start {
+			return nil
+		}
+		partID := id
+		if len(out) > 0 || end < len(events) {
+			partID = id + "." + strconv.Itoa(len(out))
+		}
+		data, err := proto.Marshal(&schemas.Batch{Id: partID, Events: events[start:end]})
+		if err != nil {
+			return fmt.Errorf("encode batch %s: %w", partID, err)
+		}
+		m := nats.NewMsg(subject)
+		m.Data = data
+		m.Header.Set(jetstream.MsgIDHeader, partID)
+		m.Header.Set(HeaderEncoding, EncodingBatch)
+		out = append(out, m)
+		start, size = end, 0
+		return nil
+	}
+	for i, ev := range events {
+		n := proto.Size(ev) + 4
+		if size > 0 && size+n > maxBytes {
+			if err := flush(i); err != nil {
+				return nil, err
+			}
+		}
+		size += n
+	}
+	if err := flush(len(events)); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// PublishAsync publishes m without waiting for its acknowledgement. When
+// too many publishes are outstanding it waits for them to drain instead of
+// failing, which is the back-pressure of every stage.
+func (b *Bus) PublishAsync(ctx context.Context, m *nats.Msg) (jetstream.PubAckFuture, error) {
+	for {
+		f, err := b.JS.PublishMsgAsync(m)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			return nil, fmt.Errorf("publish %s: %w", m.Subject, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-b.JS.PublishAsyncComplete():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Confirm waits until JetStream acknowledged f. A failed publish is retried
+// synchronously under the same Nats-Msg-Id until ctx ends, so a retry that
+// races a late success cannot store the message twice.
+func (b *Bus) Confirm(ctx context.Context, f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return b.retry(ctx, f.Msg(), err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (b *Bus) retry(ctx context.Context, m *nats.Msg, cause error) error {
+	wait := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		b.log.Warn("publish failed, retrying", "subject", m.Subject, "attempt", attempt, "err", cause)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("publish %s: %w (last error: %v)", m.Subject, ctx.Err(), cause)
+		case <-time.After(wait):
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := b.JS.PublishMsg(pctx, m)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		cause = err
+		wait = min(wait*2, 2*time.Second)
+	}
+}
+
+// Publish publishes m and waits for the acknowledgement, retrying as
+// Confirm does.
+func (b *Bus) Publish(ctx context.Context, m *nats.Msg) error {
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := b.JS.PublishMsg(pctx, m)
+	cancel()
+	if err == nil {
+		return nil
+	}
+	return b.retry(ctx, m, err)
+}
+
+// DeadLetter publishes data to the stage's dead-letter subject with the
+// reason code, detail and origin in headers, and waits for the ack. id makes
+// a repeated dead-lettering of the same thing a duplicate JetStream drops.
+func (b *Bus) DeadLetter(ctx context.Context, stage, id, origin, reason, detail string, data []byte, encoding string) error {
+	m := nats.NewMsg(DLQSubject(stage))
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, "dlq."+stage+"."+id)
+	m.Header.Set(HeaderDLQReason, reason)
+	m.Header.Set(HeaderDLQDetail, detail)
+	m.Header.Set(HeaderDLQStage, stage)
+	m.Header.Set(HeaderDLQSubject, origin)
+	if encoding != "" {
+		m.Header.Set(HeaderEncoding, encoding)
+	}
+	return b.Publish(ctx, m)
+}

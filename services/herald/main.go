@@ -1,0 +1,157 @@
+// Command herald is the durable event router: one binary for every stage.
+//
+//	herald run --config FILE [--stages receiver,classifier,resolver,router,sink]
+//	herald check --config FILE
+//	herald version
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/herald-router/herald/actors/sink"
+	"github.com/herald-router/herald/actors/sink/file"
+	"github.com/herald-router/herald/config"
+	"github.com/herald-router/herald/internal/app"
+	"github.com/herald-router/herald/internal/version"
+)
+
+// registry lists every sink provider herald has, explicitly.
+func registry() *sink.Registry {
+	r := sink.NewRegistry()
+	file.Register(r)
+	return r
+}
+
+func kinds(r *sink.Registry) config.Kinds {
+	return config.Kinds{
+		Receivers: map[string]func() any{"syslog": func() any { return config.DefaultSyslogReceiver() }},
+		Sinks:     r.ConfigKinds(),
+	}
+}
+
+// exitError carries a process exit code through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+
+func main() {
+	root := &cobra.Command{
+		Use:           "herald",
+		Short:         "herald is a durable event router: syslog and applications in, files and more out, over NATS JetStream",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(runCmd(), checkCmd(), versionCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "herald:", err)
+		var ee *exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		os.Exit(1)
+	}
+}
+
+func runCmd() *cobra.Command {
+	var cfgPath, stages string
+	c := &cobra.Command{
+		Use:   "run",
+		Short: "Run herald's stages",
+		Example: `  herald run --config deploy/herald.yaml
+  herald run --config herald.yaml --stages resolver     # scale one stage out`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := app.ParseStages(stages)
+			if err != nil {
+				return &exitError{2, err}
+			}
+			reg := registry()
+			cfg, err := config.Load(cfgPath, kinds(reg))
+			if err != nil {
+				return &exitError{1, err}
+			}
+			log := newLogger(os.Stderr, cfg.Log)
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			a, err := app.Start(ctx, cfg, app.Options{Stages: st, Registry: reg, Log: log})
+			if err != nil {
+				return &exitError{1, err}
+			}
+			var fatal error
+			select {
+			case <-ctx.Done():
+			case fatal = <-a.Fatal():
+				log.Error("fatal", "err", fatal)
+			}
+			stop() // a second signal now kills the process at once
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.D())
+			defer cancel()
+			a.Shutdown(sctx)
+			if fatal != nil {
+				return &exitError{1, fatal}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&cfgPath, "config", "c", "deploy/herald.yaml", "config file")
+	c.Flags().StringVar(&stages, "stages", "all", "comma-separated stages to run: receiver,classifier,resolver,router,sink")
+	return c
+}
+
+func checkCmd() *cobra.Command {
+	var cfgPath string
+	c := &cobra.Command{
+		Use:     "check",
+		Short:   "Check a config file and print every problem with its position",
+		Example: "  herald check --config deploy/herald.yaml",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := config.Load(cfgPath, kinds(registry())); err != nil {
+				var ce *config.Errors
+				if errors.As(err, &ce) {
+					fmt.Fprintln(cmd.ErrOrStderr(), ce.Error())
+					return &exitError{1, fmt.Errorf("%s: %d problem(s)", cfgPath, len(ce.List))}
+				}
+				return &exitError{1, err}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", cfgPath)
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&cfgPath, "config", "c", "deploy/herald.yaml", "config file")
+	return c
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print herald's version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintln(cmd.OutOrStdout(), "herald", version.Version)
+		},
+	}
+}
+
+func newLogger(w io.Writer, c config.Log) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	o := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
+

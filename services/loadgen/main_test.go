@@ -1,0 +1,272 @@
+package main
+
+import (
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestLineRoundTripThroughJSON(t *testing.T) {
+	const runID = "3f9c0e1d2a4b5c6d"
+	now := time.Date(2026, time.November, 6, 6, 10, 0, 123456789, time.Local)
+	for _, size := range []int{1, 60, 199, 1000} {
+		lf := newLineFormat("benchhost", runID, 123, size)
+		line := lf.appendLine(nil, now, 42)
+
+		re := regexp.MustCompile(`^<13>Nov  6 06:10:00 benchhost loadgen\[123\]: run=` + runID + ` seq=42 ts=(\d+)( [a-z0-9]+)?$`)
+		m := re.FindSubmatch(line)
+		if m == nil {
+			t.Fatalf("size %d: line %q does not match %v", size, line, re)
+		}
+		if want := now.UnixNano(); string(m[1]) != itoa(want) {
+			t.Errorf("size %d: ts %s, want %d", size, m[1], want)
+		}
+		if size >= 100 && len(line) != size {
+			t.Errorf("size %d: line is %d bytes", size, len(line))
+		}
+
+		// What a file sink writes: the MSG part in a JSON string, with
+		// encoding/json's HTML escaping, among other fields that need escaping.
+		msg := string(line[len("<13>Nov  6 06:10:00 benchhost loadgen[123]: "):])
+		out, err := json.Marshal(map[string]string{
+			"host":    "bench\"host\\<x>",
+			"message": "say \"hi\" <&> " + msg + "\tend",
+			"raw":     string(line),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq, ts, r := parseLine(out, runToken(runID))
+		if r != parsed || seq != 42 || ts != now.UnixNano() {
+			t.Errorf("size %d: parseLine(%s) = %d, %d, %v", size, out, seq, ts, r)
+		}
+	}
+}
+
+func itoa(v int64) string { b, _ := json.Marshal(v); return string(b) }
+
+func TestParseLine(t *testing.T) {
+	tok := runToken("abc")
+	for _, c := range []struct {
+		line    string
+		seq, ts int64
+		r       parseResult
+	}{
+		{`{"message":"run=abc seq=0 ts=1 x"}`, 0, 1, parsed},
+		{`{"message":"run=abc seq=999999 ts=9223372036854775807"}`, 999999, math.MaxInt64, parsed},
+		{`{"a":"\u003c13\u003e","message":"\"q\" run=abc seq=7 ts=1795673400123456789 pad\\"}`, 7, 1795673400123456789, parsed},
+		{`{"message":"run=abcd seq=1 ts=2"}`, 0, 0, notOurs}, // another run
+		{`{"message":"run=xabc seq=1 ts=2"}`, 0, 0, notOurs},
+		{`{"message":"hello"}`, 0, 0, notOurs},
+		{`{"message":"run=abc seq= ts=2"}`, 0, 0, malformed},
+		{`{"message":"run=abc seq=1 tx=2"}`, 0, 0, malformed},
+		{`{"message":"run=abc seq=1 ts="}`, 0, 0, malformed},
+		{`{"message":"run=abc seq=1 ts=9223372036854775808"}`, 0, 0, malformed}, // overflow
+	} {
+		seq, ts, r := parseLine([]byte(c.line), tok)
+		if seq != c.seq || ts != c.ts || r != c.r {
+			t.Errorf("parseLine(%s) = %d, %d, %v; want %d, %d, %v", c.line, seq, ts, r, c.seq, c.ts, c.r)
+		}
+	}
+}
+
+func TestTrackerCountsDuplicatesAndRange(t *testing.T) {
+	tr := newTracker("r1", 100)
+	now := int64(5_000_000)
+	lines := []string{
+		`{"message":"run=r1 seq=0 ts=1000000"}`,
+		`{"message":"run=r1 seq=99 ts=3000000"}`,
+		`{"message":"run=r1 seq=0 ts=1000000"}`, // duplicate
+		`{"message":"run=r1 seq=100 ts=1"}`,     // out of range
+		`{"message":"run=r2 seq=5 ts=1"}`,       // not ours
+	}
+	var fresh int
+	for _, l := range lines {
+		if tr.line([]byte(l), now) {
+			fresh++
+		}
+	}
+	if fresh != 2 || tr.delivered.Load() != 2 || tr.dups != 1 || tr.malformed != 1 {
+		t.Errorf("fresh %d delivered %d dups %d malformed %d", fresh, tr.delivered.Load(), tr.dups, tr.malformed)
+	}
+	if got := tr.hist.quantile(1); got != 4_000_000 {
+		t.Errorf("max latency %d, want 4000000", got)
+	}
+	if got := tr.hist.quantile(0.5); got != 2_000_000 && math.Abs(float64(got)-2e6) > 2e6/histSub {
+		t.Errorf("p50 latency %d, want about 2000000", got)
+	}
+}
+
+func TestHistogramBuckets(t *testing.T) {
+	prevHi := int64(-1)
+	for i := range histBuckets {
+		lo, hi := histBounds(i)
+		if lo != prevHi+1 || hi < lo {
+			t.Fatalf("bucket %d = [%d, %d], previous ended at %d", i, lo, hi, prevHi)
+		}
+		if histIndex(lo) != i || histIndex(hi) != i {
+			t.Fatalf("bucket %d = [%d, %d] but histIndex gives %d, %d", i, lo, hi, histIndex(lo), histIndex(hi))
+		}
+		if lo >= histSub && float64(hi-lo+1)/float64(lo) > 1.0/histSub+1e-12 {
+			t.Fatalf("bucket %d = [%d, %d] is too wide", i, lo, hi)
+		}
+		prevHi = hi
+	}
+	if prevHi != math.MaxInt64 {
+		t.Fatalf("last bucket ends at %d", prevHi)
+	}
+}
+
+// exactQuantile is the nearest-rank quantile of sorted values.
+func exactQuantile(sorted []int64, q float64) int64 {
+	rank := int(math.Ceil(q * float64(len(sorted))))
+	return sorted[max(rank, 1)-1]
+}
+
+func TestHistogramQuantiles(t *testing.T) {
+	var h histogram
+	if h.quantile(0.5) != 0 {
+		t.Error("empty histogram")
+	}
+	// Small values are exact.
+	for v := int64(1); v <= 10; v++ {
+		h.add(v)
+	}
+	for _, c := range []struct {
+		q    float64
+		want int64
+	}{{0, 1}, {0.1, 1}, {0.5, 5}, {0.51, 6}, {0.99, 10}, {1, 10}} {
+		if got := h.quantile(c.q); got != c.want {
+			t.Errorf("1..10: quantile(%v) = %d, want %d", c.q, got, c.want)
+		}
+	}
+
+	// Latency-like data: within the bucket resolution of the exact answer.
+	rng := rand.New(rand.NewPCG(1, 2))
+	h = histogram{}
+	vals := make([]int64, 200_000)
+	for i := range vals {
+		v := int64(rng.ExpFloat64()*20e6) + int64(rng.IntN(1000)) // ~20 ms mean, in ns
+		if i%1000 == 0 {
+			v = int64(rng.Float64() * 30e9) // a tail up to 30 s
+		}
+		vals[i] = v
+		h.add(v)
+	}
+	h.add(-5) // clock step: counts as 0
+	vals = append(vals, 0)
+	slices.Sort(vals)
+	for _, q := range []float64{0.01, 0.5, 0.9, 0.99, 0.999} {
+		want, got := exactQuantile(vals, q), h.quantile(q)
+		if math.Abs(float64(got-want)) > float64(want)/histSub+1 {
+			t.Errorf("quantile(%v) = %d, exact %d", q, got, want)
+		}
+	}
+	if got, want := h.quantile(1), vals[len(vals)-1]; got != want {
+		t.Errorf("max = %d, want %d", got, want)
+	}
+	if got := h.quantile(0); got != 0 {
+		t.Errorf("min = %d, want 0", got)
+	}
+}
+
+func TestFollower(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out", "events.jsonl")
+	fl := newFollower(path)
+	defer fl.close()
+	var got []string
+	collect := func(l []byte, _ int64) bool { got = append(got, string(l)); return true }
+	poll := func() {
+		t.Helper()
+		if _, err := fl.poll(collect); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(want ...string) {
+		t.Helper()
+		if !slices.Equal(got, want) {
+			t.Fatalf("lines %q, want %q", got, want)
+		}
+		got = nil
+	}
+
+	poll() // no file yet
+	expect()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("a\nb\npar")
+	poll()
+	expect("a", "b")
+	f.WriteString("tial\n")
+	poll()
+	expect("partial")
+	f.WriteString(string(make([]byte, 3*readBufSize)) + "\nafter\n") // longer than the read buffer
+	poll()
+	if len(got) != 2 || len(got[0]) != 3*readBufSize || got[1] != "after" {
+		t.Fatalf("long line: got %d lines", len(got))
+	}
+	got = nil
+
+	// Truncated and written again.
+	f.Truncate(0)
+	f.WriteString("t\n")
+	poll()
+	expect("t")
+
+	// Replaced (rotation): the rest of the old file, then the new one from its start.
+	f.WriteString("old\n")
+	f.Close()
+	os.Rename(path, path+".1")
+	os.WriteFile(path, []byte("new1\n"), 0o644)
+	poll()
+	expect("old", "new1")
+
+	// A follower starts at the end of an existing file.
+	fl2 := newFollower(path)
+	defer fl2.close()
+	f, _ = os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o644)
+	f.WriteString("new2\n")
+	f.Close()
+	if _, err := fl2.poll(collect); err != nil {
+		t.Fatal(err)
+	}
+	expect("new2")
+}
+
+func TestParseStatCPU(t *testing.T) {
+	stat := "1234 (we(ird) name) S 1 1234 1234 0 -1 4194560 1000 0 0 0 250 75 0 0 20 0 12 0 100 1000000 5000 18446744073709551615\n"
+	got, err := parseStatCPU([]byte(stat))
+	if err != nil || got != 325 {
+		t.Errorf("parseStatCPU = %d, %v; want 325", got, err)
+	}
+	if _, err := parseStatCPU([]byte("1 (x) S 1 2")); err == nil {
+		t.Error("short stat: no error")
+	}
+}
+
+func TestProcSelf(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	if _, err := procCPUTicks(os.Getpid()); err != nil {
+		t.Error(err)
+	}
+	if rss, err := procPeakRSS(os.Getpid()); err != nil || rss <= 0 {
+		t.Errorf("procPeakRSS = %d, %v", rss, err)
+	}
+	if hz := clockTicks(); hz <= 0 {
+		t.Errorf("clockTicks = %v", hz)
+	}
+}
