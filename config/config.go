@@ -108,6 +108,9 @@ type Metrics struct {
 	// Listen address for /metrics, /healthz and /readyz; empty disables it.
 	// Default 127.0.0.1:9464.
 	Listen string `yaml:"listen"`
+	// Pprof serves Go's profiler under /debug/pprof/ on the same address.
+	// Default false.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Receiver is one configured intake. Type selects the kind; Options holds the

@@ -452,25 +452,23 @@ func sdMap(body []byte, sd map[string]map[string]string) *schemas.Map {
 	out := &schemas.Map{Fields: s.ptrs[:0:len(sd)]}
 	s.ptrs = s.ptrs[len(sd):]
 
+	// One string of the STRUCTURED-DATA part gives the keys without an
+	// allocation each (SD-IDs and PARAM-NAMEs have no escapes).
+	start := sdStart(body)
+	sds := string(start[:len(start)-len(skipSD(start))])
 	var cur *schemas.Map
 	var curParams map[string]string
-	scanSD(sdStart(body), func(id []byte) {
+	scanSD(sds, func(id string) {
 		cur, curParams = nil, nil
-		for k, p := range sd {
-			if k == string(id) && !hasKey(out.Fields, k) {
-				cur, curParams = s.elem(out, k, len(p)), p
-				break
-			}
+		if p, ok := sd[id]; ok && !hasKey(out.Fields, id) {
+			cur, curParams = s.elem(out, id, len(p)), p
 		}
-	}, func(name []byte) {
+	}, func(name string) {
 		if cur == nil {
 			return
 		}
-		for k, v := range curParams {
-			if k == string(name) && !hasKey(cur.Fields, k) {
-				s.param(cur, k, v)
-				break
-			}
+		if v, ok := curParams[name]; ok && !hasKey(cur.Fields, name) {
+			s.param(cur, name, v)
 		}
 	}, func() {
 		if cur != nil && len(cur.Fields) < len(curParams) {
@@ -570,7 +568,7 @@ func sdStart(body []byte) []byte {
 // scanSD walks the SD-ELEMENTs at the start of b: elem is called with each
 // SD-ID, param with each PARAM-NAME, end after each element. It stops at the
 // first thing it does not expect.
-func scanSD(b []byte, elem func(id []byte), param func(name []byte), end func()) {
+func scanSD(b string, elem func(id string), param func(name string), end func()) {
 	for len(b) > 0 && b[0] == '[' {
 		b = b[1:]
 		i := 0
@@ -584,7 +582,7 @@ func scanSD(b []byte, elem func(id []byte), param func(name []byte), end func())
 		b = b[i:]
 		for len(b) > 0 && b[0] == ' ' {
 			b = b[1:]
-			k := bytes.IndexByte(b, '=')
+			k := strings.IndexByte(b, '=')
 			if k <= 0 || k+1 >= len(b) || b[k+1] != '"' {
 				return
 			}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -285,6 +286,12 @@ func (a *App) startHTTP() error {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	if a.cfg.Metrics.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	ln, err := net.Listen("tcp", a.cfg.Metrics.Listen)
 	if err != nil {
 		return fmt.Errorf("metrics listen %s: %w", a.cfg.Metrics.Listen, err)
