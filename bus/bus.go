@@ -166,10 +166,11 @@ func (b *Bus) Declare(ctx context.Context, targets []string) error {
 	return nil
 }
 
-// MaxAckPending bounds the batches one consumer has in flight: with batches
-// of up to 256 KiB that is tens of MiB at most, and more gave no speed in the
-// batching measurements.
-const MaxAckPending = 256
+// MaxAckPending bounds the messages one consumer has in flight. Batches of
+// events make a message up to about 1 MiB after classification, so this is
+// memory: 64 keeps a stage's in-flight data in the tens of MiB, and more
+// gave no speed in the batching measurements.
+const MaxAckPending = 64
 
 func (b *Bus) consumer(ctx context.Context, c consumerSpec) (jetstream.Consumer, error) {
 	cons, err := b.JS.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{

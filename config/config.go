@@ -35,6 +35,11 @@ type Config struct {
 	// What is left when it runs out stays in JetStream for the next start.
 	// Default 30s.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// MemoryLimit is a soft limit for herald's Go heap: near it the garbage
+	// collector works harder instead of letting the process grow. 0 leaves
+	// the Go default (no limit); the GOMEMLIMIT environment variable, when
+	// set, wins. Default 192MiB.
+	MemoryLimit Size `yaml:"memory_limit"`
 
 	// Path is the config file's path; Dir its folder, against which relative
 	// paths were resolved.
@@ -171,6 +176,7 @@ func Default() *Config {
 		Batch:           Batch{MaxEvents: 1000, MaxBytes: 256 << 10, Linger: Duration(5 * time.Millisecond)},
 		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
 		ShutdownTimeout: Duration(30 * time.Second),
+		MemoryLimit:     192 << 20,
 	}
 }
 

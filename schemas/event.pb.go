@@ -561,6 +561,106 @@ func (x *Batch) GetEvents() []*Event {
 	return nil
 }
 
+// RoutingBatch is a wire-compatible view of Batch that decodes only what
+// the router needs, so a batch whose events all go to the same targets is
+// forwarded without decoding or encoding its events.
+type RoutingBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Events        []*RoutingEvent        `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoutingBatch) Reset() {
+	*x = RoutingBatch{}
+	mi := &file_event_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutingBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutingBatch) ProtoMessage() {}
+
+func (x *RoutingBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_event_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutingBatch.ProtoReflect.Descriptor instead.
+func (*RoutingBatch) Descriptor() ([]byte, []int) {
+	return file_event_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RoutingBatch) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RoutingBatch) GetEvents() []*RoutingEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// RoutingEvent is the routing view of Event.
+type RoutingEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TargetMask    uint64                 `protobuf:"varint,2,opt,name=target_mask,json=targetMask,proto3" json:"target_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoutingEvent) Reset() {
+	*x = RoutingEvent{}
+	mi := &file_event_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutingEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutingEvent) ProtoMessage() {}
+
+func (x *RoutingEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_event_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutingEvent.ProtoReflect.Descriptor instead.
+func (*RoutingEvent) Descriptor() ([]byte, []int) {
+	return file_event_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RoutingEvent) GetTargetMask() uint64 {
+	if x != nil {
+		return x.TargetMask
+	}
+	return 0
+}
+
 var File_event_proto protoreflect.FileDescriptor
 
 const file_event_proto_rawDesc = "" +
@@ -601,7 +701,13 @@ const file_event_proto_rawDesc = "" +
 	"\x04peer\x18\r \x01(\tR\x04peer\"A\n" +
 	"\x05Batch\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
-	"\x06events\x18\x02 \x03(\v2\x10.herald.v1.EventR\x06eventsB1Z/github.com/herald-router/herald/schemas;schemasb\x06proto3"
+	"\x06events\x18\x02 \x03(\v2\x10.herald.v1.EventR\x06events\"O\n" +
+	"\fRoutingBatch\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
+	"\x06events\x18\x02 \x03(\v2\x17.herald.v1.RoutingEventR\x06events\"/\n" +
+	"\fRoutingEvent\x12\x1f\n" +
+	"\vtarget_mask\x18\x02 \x01(\x04R\n" +
+	"targetMaskB1Z/github.com/herald-router/herald/schemas;schemasb\x06proto3"
 
 var (
 	file_event_proto_rawDescOnce sync.Once
@@ -615,14 +721,16 @@ func file_event_proto_rawDescGZIP() []byte {
 	return file_event_proto_rawDescData
 }
 
-var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_event_proto_goTypes = []any{
-	(*Value)(nil), // 0: herald.v1.Value
-	(*List)(nil),  // 1: herald.v1.List
-	(*Map)(nil),   // 2: herald.v1.Map
-	(*Field)(nil), // 3: herald.v1.Field
-	(*Event)(nil), // 4: herald.v1.Event
-	(*Batch)(nil), // 5: herald.v1.Batch
+	(*Value)(nil),        // 0: herald.v1.Value
+	(*List)(nil),         // 1: herald.v1.List
+	(*Map)(nil),          // 2: herald.v1.Map
+	(*Field)(nil),        // 3: herald.v1.Field
+	(*Event)(nil),        // 4: herald.v1.Event
+	(*Batch)(nil),        // 5: herald.v1.Batch
+	(*RoutingBatch)(nil), // 6: herald.v1.RoutingBatch
+	(*RoutingEvent)(nil), // 7: herald.v1.RoutingEvent
 }
 var file_event_proto_depIdxs = []int32{
 	1, // 0: herald.v1.Value.list:type_name -> herald.v1.List
@@ -632,11 +740,12 @@ var file_event_proto_depIdxs = []int32{
 	0, // 4: herald.v1.Field.value:type_name -> herald.v1.Value
 	3, // 5: herald.v1.Event.fields:type_name -> herald.v1.Field
 	4, // 6: herald.v1.Batch.events:type_name -> herald.v1.Event
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	7, // 7: herald.v1.RoutingBatch.events:type_name -> herald.v1.RoutingEvent
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_event_proto_init() }
@@ -660,7 +769,7 @@ func file_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_event_proto_rawDesc), len(file_event_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

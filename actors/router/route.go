@@ -6,6 +6,8 @@ package router
 import (
 	"sort"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/herald-router/herald/actors/stage"
 	"github.com/herald-router/herald/bus"
 	"github.com/herald-router/herald/schemas"
@@ -72,4 +74,35 @@ func (r *Router) Process(b *schemas.Batch) ([]stage.Output, error) {
 	return outs, nil
 }
 
-var _ stage.Processor = (*Router)(nil)
+// discardUnknown skips every field of an event but its mask.
+var discardUnknown = proto.UnmarshalOptions{DiscardUnknown: true}
+
+// Forward implements stage.Forwarder: when every event of the batch goes to
+// the same targets, the batch is passed on as it is.
+func (r *Router) Forward(data []byte) (string, []stage.Output, bool) {
+	var view schemas.RoutingBatch
+	if err := discardUnknown.Unmarshal(data, &view); err != nil || len(view.Events) == 0 {
+		return "", nil, false
+	}
+	mask := view.Events[0].TargetMask
+	for _, ev := range view.Events[1:] {
+		if ev.TargetMask != mask {
+			return "", nil, false
+		}
+	}
+	var outs []stage.Output
+	for _, t := range r.targets {
+		if mask&t.Bit != 0 {
+			outs = append(outs, stage.Output{Key: t.Name, Subject: bus.TargetSubject(t.Name), Count: len(view.Events)})
+		}
+	}
+	if len(outs) == 0 {
+		return "", nil, false // let Process count the unrouted events
+	}
+	return view.Id, outs, true
+}
+
+var (
+	_ stage.Processor = (*Router)(nil)
+	_ stage.Forwarder = (*Router)(nil)
+)

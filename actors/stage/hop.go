@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/herald-router/herald/bus"
@@ -20,6 +21,17 @@ type Output struct {
 	Key     string
 	Subject string
 	Events  []*schemas.Event
+	// Count is the number of events when a Forwarder passes the input on
+	// without decoding it (Events is then nil).
+	Count int
+}
+
+// Forwarder is implemented by processors that can sometimes pass an input
+// batch on unchanged without decoding its events (the router, when every
+// event goes to the same targets). It returns the input's batch id and the
+// outputs, or false to have the batch decoded and processed.
+type Forwarder interface {
+	Forward(data []byte) (batchID string, outs []Output, ok bool)
 }
 
 // Processor is a stage's logic: plain Go, called without an actor system.
@@ -67,6 +79,12 @@ func (h *Hop) Handle(ctx context.Context, msg jetstream.Msg) {
 	if dead := h.checkDeliveries(ctx, msg); dead {
 		return
 	}
+	if fw, ok := h.Proc.(Forwarder); ok && msg.Headers().Get(bus.HeaderEncoding) == bus.EncodingBatch {
+		if id, outs, ok := fw.Forward(msg.Data()); ok {
+			h.forward(ctx, msg, id, outs)
+			return
+		}
+	}
 	b, err := bus.Decode(msg)
 	if err != nil {
 		h.rejectMsg(ctx, msg, "malformed", err)
@@ -102,6 +120,28 @@ func (h *Hop) Handle(ctx context.Context, msg jetstream.Msg) {
 			p.futures = append(p.futures, f)
 		}
 		p.events += len(o.Events)
+	}
+	h.pending <- p
+}
+
+// forward publishes the input's bytes unchanged to each output subject.
+func (h *Hop) forward(ctx context.Context, msg jetstream.Msg, batchID string, outs []Output) {
+	p := pendingAck{msg: msg}
+	h.Metrics.Received.Add(float64(outs[0].Count))
+	for _, o := range outs {
+		m := nats.NewMsg(o.Subject)
+		m.Data = msg.Data()
+		m.Header.Set(jetstream.MsgIDHeader, batchID+":"+h.Name+":"+o.Key)
+		m.Header.Set(bus.HeaderEncoding, bus.EncodingBatch)
+		f, err := h.Bus.PublishAsync(ctx, m)
+		if err != nil {
+			h.Log.Warn("publish failed; the input will be delivered again", "stage", h.Name, "err", err)
+			_ = msg.NakWithDelay(time.Second)
+			h.Metrics.Nakked.Inc()
+			return
+		}
+		p.futures = append(p.futures, f)
+		p.events += o.Count
 	}
 	h.pending <- p
 }

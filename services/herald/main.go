@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -83,6 +84,9 @@ func runCmd() *cobra.Command {
 				return &exitError{1, err}
 			}
 			log := newLogger(os.Stderr, cfg.Log)
+			if cfg.MemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+				debug.SetMemoryLimit(int64(cfg.MemoryLimit))
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			a, err := app.Start(ctx, cfg, app.Options{Stages: st, Registry: reg, Log: log})
@@ -154,4 +158,3 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, o))
 }
-
