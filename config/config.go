@@ -217,9 +217,10 @@ func Parse(path string, data []byte, kinds Kinds) (*Config, error) {
 	cfg.Path, cfg.Dir = abs, filepath.Dir(abs)
 	d := &decoder{file: path, kinds: kinds, pos: map[string]Pos{}}
 	d.decodeFile(data, cfg)
-	if len(d.errs) == 0 {
+	if !d.syntax && (len(d.errs) == 0 || len(d.pos) > 0) {
 		d.validate(cfg)
 	}
+	d.sortErrors()
 	if len(d.errs) > 0 {
 		return nil, &Errors{List: d.errs}
 	}

@@ -84,7 +84,11 @@ sinks:
 		`h.yaml:2:3: field "bus.embeded": unknown key (did you mean "embedded"?)`,
 		`h.yaml:3:13: field "bus.ack_wait": want a duration such as 10s, got "soon"`,
 		`h.yaml:5:15: field "batch.max_events": cannot unmarshal !!str ` + "`lots`" + ` into int`,
+		`h.yaml:9:10: field "receivers.syslog.tcp": port "99999" is not a number from 0 to 65535`,
 		`h.yaml:10:5: field "receivers.syslog.colour": unknown key`,
+		`h.yaml:12:14: field "targets.log.bit": want a power of two`,
+		`h.yaml:12:25: field "targets.log.sinks[0]": no sink named "nowhere"`,
+		`h.yaml:14:11: field "sinks.events.path": required`,
 		`h.yaml:15:17: field "sinks.other.type": unknown type "kafka"; want one of file`,
 	}
 	got := ce.Error()
@@ -94,7 +98,15 @@ sinks:
 		}
 	}
 	if len(ce.List) != len(want) {
-		t.Errorf("%d problems, want %d (type errors stop before meaning checks):\n%s", len(ce.List), len(want), got)
+		t.Errorf("%d problems, want %d, in file order:\n%s", len(ce.List), len(want), got)
+	}
+}
+
+func TestAValueThatFailedToDecodeIsNotReportedTwice(t *testing.T) {
+	_, err := Parse("h.yaml", []byte("targets:\n  log: {bit: lots, sinks: [events]}\nsinks:\n  events: {type: file, path: x}\n"), testKinds)
+	var ce *Errors
+	if !errors.As(err, &ce) || len(ce.List) != 1 {
+		t.Fatalf("want exactly the type error, got %v", err)
 	}
 }
 

@@ -53,6 +53,11 @@ type decoder struct {
 	kinds Kinds
 	pos   map[string]Pos
 	errs  []Error
+	// failed holds the paths that could not be decoded; checks of meaning
+	// say nothing more about them (their value is only the default).
+	failed map[string]bool
+	// syntax is set when the file is not YAML at all.
+	syntax bool
 }
 
 func (d *decoder) add(n *yaml.Node, path, format string, args ...any) {
@@ -60,12 +65,21 @@ func (d *decoder) add(n *yaml.Node, path, format string, args ...any) {
 	if n != nil {
 		e.Pos = Pos{n.Line, n.Column}
 	}
+	if d.failed == nil {
+		d.failed = map[string]bool{}
+	}
+	d.failed[path] = true
 	d.errs = append(d.errs, e)
 }
 
 // errorf reports a semantic problem at the position recorded for path, or
 // the nearest recorded parent.
 func (d *decoder) errorf(path, format string, args ...any) {
+	for p := path; p != ""; p = parentPath(p) {
+		if d.failed[p] {
+			return
+		}
+	}
 	e := Error{File: d.file, Field: path, Reason: fmt.Sprintf(format, args...)}
 	for p := path; p != ""; p = parentPath(p) {
 		if pos, ok := d.pos[p]; ok {
@@ -87,7 +101,11 @@ func parentPath(p string) string {
 func (d *decoder) decodeFile(data []byte, cfg *Config) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		d.errs = append(d.errs, Error{File: d.file, Pos: yamlErrPos(err), Reason: err.Error()})
+		pos := yamlErrPos(err)
+		reason := strings.TrimPrefix(err.Error(), "yaml: ")
+		reason = strings.TrimPrefix(reason, fmt.Sprintf("line %d: ", pos.Line))
+		d.errs = append(d.errs, Error{File: d.file, Pos: pos, Reason: reason})
+		d.syntax = true
 		return
 	}
 	if root.Kind == 0 || len(root.Content) == 0 {
@@ -95,6 +113,10 @@ func (d *decoder) decodeFile(data []byte, cfg *Config) {
 		return
 	}
 	d.value(root.Content[0], reflect.ValueOf(cfg).Elem(), "")
+}
+
+// sortErrors puts the problems in file order.
+func (d *decoder) sortErrors() {
 	sort.SliceStable(d.errs, func(i, j int) bool {
 		a, b := d.errs[i].Pos, d.errs[j].Pos
 		return a.Line < b.Line || a.Line == b.Line && a.Column < b.Column
@@ -105,7 +127,7 @@ func (d *decoder) decodeFile(data []byte, cfg *Config) {
 func yamlErrPos(err error) Pos {
 	var line int
 	if _, e := fmt.Sscanf(err.Error(), "yaml: line %d:", &line); e == nil {
-		return Pos{Line: line}
+		return Pos{Line: line, Column: 1}
 	}
 	return Pos{}
 }

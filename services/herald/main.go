@@ -79,9 +79,9 @@ func runCmd() *cobra.Command {
 				return &exitError{2, err}
 			}
 			reg := registry()
-			cfg, err := config.Load(cfgPath, kinds(reg))
+			cfg, err := loadConfig(cmd, cfgPath, reg)
 			if err != nil {
-				return &exitError{1, err}
+				return err
 			}
 			log := newLogger(os.Stderr, cfg.Log)
 			if cfg.MemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
@@ -122,13 +122,8 @@ func checkCmd() *cobra.Command {
 		Example: "  herald check --config deploy/herald.yaml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := config.Load(cfgPath, kinds(registry())); err != nil {
-				var ce *config.Errors
-				if errors.As(err, &ce) {
-					fmt.Fprintln(cmd.ErrOrStderr(), ce.Error())
-					return &exitError{1, fmt.Errorf("%s: %d problem(s)", cfgPath, len(ce.List))}
-				}
-				return &exitError{1, err}
+			if _, err := loadConfig(cmd, cfgPath, registry()); err != nil {
+				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok\n", cfgPath)
 			return nil
@@ -136,6 +131,21 @@ func checkCmd() *cobra.Command {
 	}
 	c.Flags().StringVarP(&cfgPath, "config", "c", "deploy/herald.yaml", "config file")
 	return c
+}
+
+// loadConfig loads the file; its problems go to stderr one per line, each
+// with its position, and the error returned only counts them.
+func loadConfig(cmd *cobra.Command, path string, reg *sink.Registry) (*config.Config, error) {
+	cfg, err := config.Load(path, kinds(reg))
+	if err != nil {
+		var ce *config.Errors
+		if errors.As(err, &ce) {
+			fmt.Fprintln(cmd.ErrOrStderr(), ce.Error())
+			return nil, &exitError{1, fmt.Errorf("%s: %d problem(s)", path, len(ce.List))}
+		}
+		return nil, &exitError{1, err}
+	}
+	return cfg, nil
 }
 
 func versionCmd() *cobra.Command {
