@@ -20,16 +20,27 @@ import (
 // its own). The split depends only on the input, so a redelivered input
 // yields the same messages with the same Nats-Msg-Id and JetStream drops the
 // copies.
-//
-// The batch is written by hand as its wire form (field 1 the id, field 2
-// each event) so that every event is sized once and marshalled once.
 func EncodeBatches(subject, id string, events []*schemas.Event, maxBytes int) ([]*nats.Msg, error) {
+	encoded := make([][]byte, len(events))
+	for i, ev := range events {
+		b, err := cachedSize.MarshalAppend(make([]byte, 0, proto.Size(ev)), ev)
+		if err != nil {
+			return nil, fmt.Errorf("encode batch %s event %d: %w", id, i, err)
+		}
+		encoded[i] = b
+	}
+	return EncodeWireBatches(subject, id, encoded, maxBytes), nil
+}
+
+// EncodeWireBatches is EncodeBatches for events already in wire form. The
+// batch is written by hand (field 1 the id, field 2 each event), so an
+// event is never decoded or marshalled again here.
+func EncodeWireBatches(subject, id string, events [][]byte, maxBytes int) []*nats.Msg {
 	var out []*nats.Msg
-	sizes := make([]int, len(events))
 	start, size := 0, 0
-	flush := func(end int) error {
+	flush := func(end int) {
 		if end == start {
-			return nil
+			return
 		}
 		partID := id
 		if len(out) > 0 || end < len(events) {
@@ -37,18 +48,14 @@ func EncodeBatches(subject, id string, events []*schemas.Event, maxBytes int) ([
 		}
 		total := len(partID) + 12
 		for i := start; i < end; i++ {
-			total += sizes[i] + 12
+			total += len(events[i]) + 12
 		}
 		data := make([]byte, 0, total)
 		data = protowire.AppendTag(data, 1, protowire.BytesType)
 		data = protowire.AppendString(data, partID)
-		var err error
 		for i := start; i < end; i++ {
 			data = protowire.AppendTag(data, 2, protowire.BytesType)
-			data = protowire.AppendVarint(data, uint64(sizes[i]))
-			if data, err = cachedSize.MarshalAppend(data, events[i]); err != nil {
-				return fmt.Errorf("encode batch %s event %d: %w", partID, i, err)
-			}
+			data = protowire.AppendBytes(data, events[i])
 		}
 		m := nats.NewMsg(subject)
 		m.Data = data
@@ -56,22 +63,16 @@ func EncodeBatches(subject, id string, events []*schemas.Event, maxBytes int) ([
 		m.Header.Set(HeaderEncoding, EncodingBatch)
 		out = append(out, m)
 		start, size = end, 0
-		return nil
 	}
 	for i, ev := range events {
-		sizes[i] = proto.Size(ev)
-		n := sizes[i] + 4
+		n := len(ev) + 4
 		if size > 0 && size+n > maxBytes {
-			if err := flush(i); err != nil {
-				return nil, err
-			}
+			flush(i)
 		}
 		size += n
 	}
-	if err := flush(len(events)); err != nil {
-		return nil, err
-	}
-	return out, nil
+	flush(len(events))
+	return out
 }
 
 // cachedSize reuses the sizes proto.Size just computed.

@@ -38,7 +38,7 @@ type Config struct {
 	// MemoryLimit is a soft limit for herald's Go heap: near it the garbage
 	// collector works harder instead of letting the process grow. 0 leaves
 	// the Go default (no limit); the GOMEMLIMIT environment variable, when
-	// set, wins. Default 192MiB.
+	// set, wins. Default 170MiB.
 	MemoryLimit Size `yaml:"memory_limit"`
 
 	// Path is the config file's path; Dir its folder, against which relative
@@ -176,7 +176,7 @@ func Default() *Config {
 		Batch:           Batch{MaxEvents: 1000, MaxBytes: 256 << 10, Linger: Duration(5 * time.Millisecond)},
 		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
 		ShutdownTimeout: Duration(30 * time.Second),
-		MemoryLimit:     192 << 20,
+		MemoryLimit:     170 << 20,
 	}
 }
 

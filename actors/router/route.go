@@ -77,9 +77,9 @@ func (r *Router) Process(b *schemas.Batch) ([]stage.Output, error) {
 // discardUnknown skips every field of an event but its mask.
 var discardUnknown = proto.UnmarshalOptions{DiscardUnknown: true}
 
-// Forward implements stage.Forwarder: when every event of the batch goes to
-// the same targets, the batch is passed on as it is.
-func (r *Router) Forward(data []byte) (string, []stage.Output, bool) {
+// ProcessWire implements stage.WireProcessor: when every event of the batch
+// goes to the same targets, the batch is passed on as it is.
+func (r *Router) ProcessWire(data []byte) (string, []stage.Output, bool) {
 	var view schemas.RoutingBatch
 	if err := discardUnknown.Unmarshal(data, &view); err != nil || len(view.Events) == 0 {
 		return "", nil, false
@@ -93,7 +93,7 @@ func (r *Router) Forward(data []byte) (string, []stage.Output, bool) {
 	var outs []stage.Output
 	for _, t := range r.targets {
 		if mask&t.Bit != 0 {
-			outs = append(outs, stage.Output{Key: t.Name, Subject: bus.TargetSubject(t.Name), Count: len(view.Events)})
+			outs = append(outs, stage.Output{Key: t.Name, Subject: bus.TargetSubject(t.Name), Data: data, Count: len(view.Events)})
 		}
 	}
 	if len(outs) == 0 {
@@ -104,5 +104,5 @@ func (r *Router) Forward(data []byte) (string, []stage.Output, bool) {
 
 var (
 	_ stage.Processor = (*Router)(nil)
-	_ stage.Forwarder = (*Router)(nil)
+	_ stage.WireProcessor = (*Router)(nil)
 )

@@ -38,19 +38,19 @@ func TestEventsGoToEveryTargetWhoseBitIsInTheirMask(t *testing.T) {
 	}
 }
 
-func TestForwardPassesUniformBatchesOnWithoutDecoding(t *testing.T) {
+func TestProcessWirePassesUniformBatchesOnWithoutDecoding(t *testing.T) {
 	r := New([]Target{{"log", 4}, {"audit", 2}})
 	uniform, _ := proto.Marshal(&schemas.Batch{Id: "b1", Events: []*schemas.Event{{TargetMask: 6, Message: "x"}, {TargetMask: 6}}})
-	id, outs, ok := r.Forward(uniform)
+	id, outs, ok := r.ProcessWire(uniform)
 	if !ok || id != "b1" || len(outs) != 2 || outs[0].Count != 2 {
-		t.Fatalf("Forward = %q %v %v", id, outs, ok)
+		t.Fatalf("ProcessWire = %q %v %v", id, outs, ok)
 	}
 	mixed, _ := proto.Marshal(&schemas.Batch{Id: "b2", Events: []*schemas.Event{{TargetMask: 4}, {TargetMask: 2}}})
-	if _, _, ok := r.Forward(mixed); ok {
+	if _, _, ok := r.ProcessWire(mixed); ok {
 		t.Error("a batch with mixed masks must be split by Process, not forwarded")
 	}
 	nobody, _ := proto.Marshal(&schemas.Batch{Id: "b3", Events: []*schemas.Event{{TargetMask: 8}}})
-	if _, _, ok := r.Forward(nobody); ok {
+	if _, _, ok := r.ProcessWire(nobody); ok {
 		t.Error("an unroutable batch must go through Process so it is counted")
 	}
 }

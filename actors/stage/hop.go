@@ -16,22 +16,38 @@ import (
 
 // Output is events bound for one subject. Key names the output inside the
 // stage (a class, a target) and must be the same each time the same input
-// is processed: the Nats-Msg-Id derives from it.
+// is processed: the Nats-Msg-Id derives from it. Exactly one of Events,
+// Encoded and Data carries the events.
 type Output struct {
 	Key     string
 	Subject string
 	Events  []*schemas.Event
-	// Count is the number of events when a Forwarder passes the input on
-	// without decoding it (Events is then nil).
+	// Encoded holds events already in their wire form (a WireProcessor
+	// that edited them without decoding).
+	Encoded [][]byte
+	// Data is a whole input batch passed on unchanged; Count says how many
+	// events it holds.
+	Data  []byte
 	Count int
 }
 
-// Forwarder is implemented by processors that can sometimes pass an input
-// batch on unchanged without decoding its events (the router, when every
-// event goes to the same targets). It returns the input's batch id and the
-// outputs, or false to have the batch decoded and processed.
-type Forwarder interface {
-	Forward(data []byte) (batchID string, outs []Output, ok bool)
+func (o *Output) events() int {
+	switch {
+	case o.Events != nil:
+		return len(o.Events)
+	case o.Encoded != nil:
+		return len(o.Encoded)
+	}
+	return o.Count
+}
+
+// WireProcessor is implemented by processors that can often do their work
+// on a batch's wire form without decoding its events: the router passes a
+// batch on unchanged when all its events go to the same targets, the
+// resolver appends the attributes it adds. It returns the input's batch id
+// and the outputs, or false to have the batch decoded and given to Process.
+type WireProcessor interface {
+	ProcessWire(data []byte) (batchID string, outs []Output, ok bool)
 }
 
 // Processor is a stage's logic: plain Go, called without an actor system.
@@ -79,9 +95,9 @@ func (h *Hop) Handle(ctx context.Context, msg jetstream.Msg) {
 	if dead := h.checkDeliveries(ctx, msg); dead {
 		return
 	}
-	if fw, ok := h.Proc.(Forwarder); ok && msg.Headers().Get(bus.HeaderEncoding) == bus.EncodingBatch {
-		if id, outs, ok := fw.Forward(msg.Data()); ok {
-			h.forward(ctx, msg, id, outs)
+	if wp, ok := h.Proc.(WireProcessor); ok && msg.Headers().Get(bus.HeaderEncoding) == bus.EncodingBatch {
+		if id, outs, ok := wp.ProcessWire(msg.Data()); ok {
+			h.publish(ctx, msg, id, outs)
 			return
 		}
 	}
@@ -90,7 +106,6 @@ func (h *Hop) Handle(ctx context.Context, msg jetstream.Msg) {
 		h.rejectMsg(ctx, msg, "malformed", err)
 		return
 	}
-	h.Metrics.Received.Add(float64(len(b.Events)))
 	outs, err := h.Proc.Process(b)
 	if err != nil {
 		if errors.Is(err, bus.ErrMalformed) {
@@ -102,9 +117,30 @@ func (h *Hop) Handle(ctx context.Context, msg jetstream.Msg) {
 		h.Metrics.Nakked.Inc()
 		return
 	}
+	h.Metrics.Received.Add(float64(len(b.Events)))
+	h.publish(ctx, msg, b.Id, outs)
+}
+
+// publish sends every output under ids derived from the input batch id and
+// queues the input for its ack once they are all stored.
+func (h *Hop) publish(ctx context.Context, msg jetstream.Msg, batchID string, outs []Output) {
 	p := pendingAck{msg: msg}
 	for _, o := range outs {
-		msgs, err := bus.EncodeBatches(o.Subject, b.Id+":"+h.Name+":"+o.Key, o.Events, h.MaxBytes)
+		id := batchID + ":" + h.Name + ":" + o.Key
+		var msgs []*nats.Msg
+		var err error
+		switch {
+		case o.Events != nil:
+			msgs, err = bus.EncodeBatches(o.Subject, id, o.Events, h.MaxBytes)
+		case o.Encoded != nil:
+			msgs = bus.EncodeWireBatches(o.Subject, id, o.Encoded, h.MaxBytes)
+		default:
+			m := nats.NewMsg(o.Subject)
+			m.Data = o.Data
+			m.Header.Set(jetstream.MsgIDHeader, id)
+			m.Header.Set(bus.HeaderEncoding, bus.EncodingBatch)
+			msgs = []*nats.Msg{m}
+		}
 		if err != nil {
 			h.rejectMsg(ctx, msg, "encode", err)
 			return
@@ -119,29 +155,10 @@ func (h *Hop) Handle(ctx context.Context, msg jetstream.Msg) {
 			}
 			p.futures = append(p.futures, f)
 		}
-		p.events += len(o.Events)
+		p.events += o.events()
 	}
-	h.pending <- p
-}
-
-// forward publishes the input's bytes unchanged to each output subject.
-func (h *Hop) forward(ctx context.Context, msg jetstream.Msg, batchID string, outs []Output) {
-	p := pendingAck{msg: msg}
-	h.Metrics.Received.Add(float64(outs[0].Count))
-	for _, o := range outs {
-		m := nats.NewMsg(o.Subject)
-		m.Data = msg.Data()
-		m.Header.Set(jetstream.MsgIDHeader, batchID+":"+h.Name+":"+o.Key)
-		m.Header.Set(bus.HeaderEncoding, bus.EncodingBatch)
-		f, err := h.Bus.PublishAsync(ctx, m)
-		if err != nil {
-			h.Log.Warn("publish failed; the input will be delivered again", "stage", h.Name, "err", err)
-			_ = msg.NakWithDelay(time.Second)
-			h.Metrics.Nakked.Inc()
-			return
-		}
-		p.futures = append(p.futures, f)
-		p.events += o.Count
+	if len(outs) > 0 && outs[0].Events == nil {
+		h.Metrics.Received.Add(float64(outs[0].events()))
 	}
 	h.pending <- p
 }

@@ -6,7 +6,6 @@ package ids
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"hash/fnv"
 	"strconv"
 	"time"
 )
@@ -27,13 +26,25 @@ func New(t time.Time) string {
 func Derived(t time.Time, parent string, index int) string {
 	var b [16]byte
 	putTime(&b, t)
-	h := fnv.New128a()
-	_, _ = h.Write([]byte(parent))
-	_, _ = h.Write([]byte{'/'})
-	_, _ = h.Write(strconv.AppendInt(nil, int64(index), 10))
-	var sum [16]byte
-	h.Sum(sum[:0])
-	copy(b[6:], sum[:10])
+	var num [20]byte
+	idx := strconv.AppendInt(num[:0], int64(index), 10)
+	// Two 64-bit FNV-1a hashes with different offsets give the 80 bits;
+	// written out so the hot path does not allocate.
+	h1, h2 := uint64(14695981039346656037), uint64(0x6c62272e07bb0142)
+	const prime = 1099511628211
+	mix := func(c byte) {
+		h1 = (h1 ^ uint64(c)) * prime
+		h2 = (h2 ^ uint64(c)) * prime
+	}
+	for i := 0; i < len(parent); i++ {
+		mix(parent[i])
+	}
+	mix('/')
+	for _, c := range idx {
+		mix(c)
+	}
+	binary.BigEndian.PutUint64(b[6:14], h1)
+	binary.BigEndian.PutUint16(b[14:], uint16(h2^h2>>16^h2>>32^h2>>48))
 	return encode(&b)
 }
 
