@@ -19,25 +19,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/herald-router/herald/actors/sink"
-	"github.com/herald-router/herald/actors/sink/file"
 	"github.com/herald-router/herald/config"
 	"github.com/herald-router/herald/internal/app"
+	"github.com/herald-router/herald/internal/providers"
 	"github.com/herald-router/herald/internal/version"
 )
 
-// registry lists every sink provider herald has, explicitly.
-func registry() *sink.Registry {
-	r := sink.NewRegistry()
-	file.Register(r)
-	return r
-}
+func registry() *sink.Registry { return providers.Registry() }
 
-func kinds(r *sink.Registry) config.Kinds {
-	return config.Kinds{
-		Receivers: map[string]func() any{"syslog": func() any { return config.DefaultSyslogReceiver() }},
-		Sinks:     r.ConfigKinds(),
-	}
-}
+func kinds(r *sink.Registry) config.Kinds { return providers.Kinds(r) }
 
 // exitError carries a process exit code through cobra.
 type exitError struct {

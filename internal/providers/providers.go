@@ -1,0 +1,25 @@
+// Package providers is the one explicit list of what herald is built with:
+// its sink providers and receiver kinds. The binary, the schema generator
+// and tests all take the list from here.
+package providers
+
+import (
+	"github.com/herald-router/herald/actors/sink"
+	"github.com/herald-router/herald/actors/sink/file"
+	"github.com/herald-router/herald/config"
+)
+
+// Registry returns a registry holding every sink provider.
+func Registry() *sink.Registry {
+	r := sink.NewRegistry()
+	file.Register(r)
+	return r
+}
+
+// Kinds returns the config kinds for the receivers and for r's sinks.
+func Kinds(r *sink.Registry) config.Kinds {
+	return config.Kinds{
+		Receivers: map[string]func() any{"syslog": func() any { return config.DefaultSyslogReceiver() }},
+		Sinks:     r.ConfigKinds(),
+	}
+}
