@@ -90,3 +90,8 @@ func (s *Stage) Rejected(reason string, n int) {
 func (s *Stage) DeadLettered(reason string, n int) {
 	s.deadLettered.WithLabelValues(s.name, reason).Add(float64(n))
 }
+
+// RejectedBy is the counter of refusals for reason.
+func (s *Stage) RejectedBy(reason string) prometheus.Counter {
+	return s.rejected.WithLabelValues(s.name, reason)
+}
