@@ -67,15 +67,24 @@ func Register(r *sink.Registry) {
 type Writer struct {
 	opts Options
 	f    *os.File
+	info os.FileInfo // of the open file, to notice when the path moves on
 	buf  []byte
 }
 
 // New returns a Writer; the file is opened at the first Begin.
 func New(opts Options) *Writer { return &Writer{opts: opts} }
 
-// Begin opens the file if needed and starts an empty transaction.
+// Begin opens the file if needed and starts an empty transaction. When the
+// path no longer names the open file (rotated away by logrotate, deleted,
+// its folder replaced) the file is opened again, so writes never go on into
+// a file nobody reads.
 func (w *Writer) Begin(ctx context.Context) error {
 	w.buf = w.buf[:0]
+	if w.f != nil && w.info != nil {
+		if fi, err := os.Stat(w.opts.Path); err != nil || !os.SameFile(fi, w.info) {
+			_ = w.closeFile()
+		}
+	}
 	if w.f != nil {
 		return nil
 	}
@@ -94,7 +103,12 @@ func (w *Writer) Begin(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open %s: %w", w.opts.Path, err)
 	}
-	w.f = f
+	info, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return fmt.Errorf("stat %s: %w", w.opts.Path, err)
+	}
+	w.f, w.info = f, info
 	return nil
 }
 
@@ -129,7 +143,7 @@ func (w *Writer) End(ctx context.Context) error {
 
 func (w *Writer) closeFile() error {
 	f := w.f
-	w.f = nil
+	w.f, w.info = nil, nil
 	if f == nil || f == os.Stdout || f == os.Stderr {
 		return nil
 	}

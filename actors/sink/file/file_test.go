@@ -2,6 +2,7 @@ package file
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/herald-router/herald/actors/sink"
+	"github.com/herald-router/herald/actors/sink/sinktest"
 	"github.com/herald-router/herald/schemas"
 )
 
@@ -77,4 +79,49 @@ func TestAnUnwritableFileIsARetryableError(t *testing.T) {
 	if err := w.Close(context.Background()); err != nil {
 		t.Errorf("Close after a failed Begin: %v", err)
 	}
+}
+
+func TestConformance(t *testing.T) {
+	var path string
+	sinktest.Run(t, sinktest.Harness{
+		New: func(t *testing.T) sink.Provider {
+			path = filepath.Join(t.TempDir(), "events.jsonl")
+			return New(Options{Path: path, Format: "json", Mode: 0o640})
+		},
+		ReadBack: func(t *testing.T) []sinktest.Record {
+			data, err := os.ReadFile(path)
+			if err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+			var out []sinktest.Record
+			for _, line := range bytes.Split(data, []byte("\n")) {
+				if len(line) == 0 {
+					continue
+				}
+				var m struct{ ID, Message string }
+				if err := json.Unmarshal(line, &m); err != nil {
+					t.Fatalf("not a JSON line: %v: %.100s", err, line)
+				}
+				out = append(out, sinktest.Record{ID: m.ID, Message: m.Message})
+			}
+			return out
+		},
+		// A real outage for a file: its folder replaced by something that
+		// is not a folder, so the reopen after the error fails. Root
+		// ignores permissions, so chmod would not do.
+		Break: func(t *testing.T) func() {
+			dir := filepath.Dir(path)
+			moved := dir + ".moved"
+			if err := os.Rename(dir, moved); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(dir, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return func() {
+				_ = os.Remove(dir)
+				_ = os.Rename(moved, dir)
+			}
+		},
+	})
 }
