@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"sort"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/herald-router/herald/config"
 )
 
@@ -13,6 +15,9 @@ type Env struct {
 	Name   string         // the sink's name in the config
 	Config *config.Config // the whole config, for resolving paths
 	Log    *slog.Logger
+	// NATS is herald's own bus connection, for providers that publish to
+	// the same NATS system by default. Nil in tests that need none.
+	NATS *nats.Conn
 }
 
 // Kind is one provider: a constructor of its default options (which the

@@ -214,7 +214,7 @@ func (a *App) startSinks(ctx context.Context, routerLocal bool) error {
 		bySink[head] = append(bySink[head], t)
 	}
 	for _, name := range order {
-		p, err := a.opts.Registry.New(sink.Env{Name: name, Config: a.cfg, Log: a.log}, a.cfg.Sinks[name])
+		p, err := a.opts.Registry.New(sink.Env{Name: name, Config: a.cfg, Log: a.log, NATS: a.bus.NC}, a.cfg.Sinks[name])
 		if err != nil {
 			return err
 		}

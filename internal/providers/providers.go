@@ -6,6 +6,7 @@ package providers
 import (
 	"github.com/herald-router/herald/actors/sink"
 	"github.com/herald-router/herald/actors/sink/file"
+	"github.com/herald-router/herald/actors/sink/natssink"
 	"github.com/herald-router/herald/config"
 )
 
@@ -13,6 +14,7 @@ import (
 func Registry() *sink.Registry {
 	r := sink.NewRegistry()
 	file.Register(r)
+	natssink.Register(r)
 	return r
 }
 
