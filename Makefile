@@ -16,20 +16,24 @@ run: build ## herald on its embedded default config
 
 # protoc comes from Debian's protobuf-compiler; protoc-gen-go is built at the
 # version go.mod pins, so generated code only changes when go.mod does.
+# The Debian packages of the build and of the tests' real peers (protoc,
+# PostgreSQL, rsyslog ...), installed when missing: deploy/ci/deps.sh lists them.
 deps:
-	@command -v protoc >/dev/null || { (apt-get update -qq && apt-get install -y -qq protobuf-compiler) >/dev/null; }
+	@bash deploy/ci/deps.sh
 
-generate: deps ## rebuilds schemas/*.pb.go
+generate: deps ## rebuilds schemas/*.pb.go, schemas/config.schema.json and docs/config.md
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	PATH="$(CURDIR)/$(BIN):$$PATH" protoc --proto_path=schemas --go_out=schemas --go_opt=paths=source_relative schemas/event.proto
+	$(GO) run ./internal/schemagen -out schemas/config.schema.json -doc docs/config.md
 
-# Fails when the committed generated code differs from what `make generate` writes.
+# Fails when the committed generated code, schema or config reference differs
+# from what `make generate` writes.
 check-generate: generate
-	@git diff --exit-code -- schemas/ || { echo "schemas/: generated code is stale, run make generate and commit"; exit 1; }
+	@git diff --exit-code -- schemas/ docs/ || { echo "schemas/, docs/: generated files are stale, run make generate and commit"; exit 1; }
 
 # -race: the stages are concurrent by design; -shuffle: no test may depend on another's order.
 # The e2e tests (package e2e) build and run bin/herald, so build first.
-test: check-generate build
+test: deps check-generate build
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) test -race -shuffle=on -count=1 -timeout 12m ./...

@@ -157,3 +157,13 @@ func TestSizes(t *testing.T) {
 		}
 	}
 }
+
+func TestAnEmptyEntryIsAnErrorNotACrash(t *testing.T) {
+	for _, in := range []string{"sinks: {events: }\n", "receivers:\n  x:\n", "targets: {log: }\n"} {
+		_, err := Parse("h.yaml", []byte(in), testKinds)
+		var ce *Errors
+		if !errors.As(err, &ce) || !strings.Contains(ce.Error(), "empty: give its keys") {
+			t.Errorf("%q: %v", in, err)
+		}
+	}
+}

@@ -196,6 +196,10 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
+			if val.Tag == "!!null" && v.Type().Elem().Kind() == reflect.Pointer {
+				d.add(k, join(path, k.Value), "empty: give its keys")
+				continue
+			}
 			elem := reflect.New(v.Type().Elem()).Elem()
 			d.value(val, elem, join(path, k.Value))
 			if _, ok := d.pos[join(path, k.Value)]; !ok {

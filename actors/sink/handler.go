@@ -21,11 +21,15 @@ import (
 // the JetStream message is acked only for what the provider committed.
 //
 //   - all committed: ack.
-//   - nothing committed, retryable error: nak with the back-off delay and
-//     suspend the sink for that long.
+//   - nothing committed, retryable error: the sink is suspended with
+//     exponential back-off and jitter (herald_sink_suspended), its input is
+//     paused, and the batch is held, kept alive with InProgress, and tried
+//     again when the back-off ends (the probe). Batches already pulled wait
+//     behind it in order. Nothing is redelivered meanwhile, so an outage of
+//     any length never counts against bus.max_deliver.
 //   - part committed: the uncommitted tail is published again as a new
 //     batch under an id derived from the original, then the original is
-//     acked; the sink is suspended.
+//     acked; the sink is suspended as above.
 //   - an event that failed permanently: dead-lettered with its code.
 type Handler struct {
 	Name       string
@@ -36,11 +40,22 @@ type Handler struct {
 	// Timeout bounds one transaction, so a hanging sink cannot hold its
 	// batch forever.
 	Timeout time.Duration
+	// AckWait is the consumers' ack wait; held batches are kept alive well
+	// within it.
+	AckWait time.Duration
 	Metrics *metrics.Stage
 	// Suspended is set to 1 while suspended (herald_sink_suspended).
 	Suspended interface{ Set(float64) }
 	Log       *slog.Logger
+	// BackoffMin and BackoffMax bound the suspension after a retryable
+	// error (it doubles from min to max, with jitter). Zero means 200ms and
+	// 30s.
+	BackoffMin, BackoffMax time.Duration
 
+	paused         bool
+	flow           stage.Flow
+	held           []jetstream.Msg
+	lastKeepAlive  time.Time
 	failures       int
 	suspendedUntil time.Time
 }
@@ -51,7 +66,10 @@ const (
 	backoffMax = 30 * time.Second
 )
 
-// Handle processes one delivery.
+// SetFlow implements stage.FlowControlled.
+func (h *Handler) SetFlow(f stage.Flow) { h.flow = f }
+
+// Handle processes one delivery, or holds it behind a suspended sink.
 func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 	md, err := msg.Metadata()
 	if err == nil && md.NumDelivered > 1 {
@@ -61,17 +79,57 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 		h.deadLetterMsg(ctx, msg, "max_deliver", errors.New("delivered too often without being committed"))
 		return
 	}
-	if wait := time.Until(h.suspendedUntil); wait > 0 {
-		// Suspended: hand the batch back untouched rather than hammer the
-		// failing sink.
-		_ = msg.NakWithDelay(wait)
-		h.Metrics.Nakked.Inc()
+	if len(h.held) > 0 {
+		h.held = append(h.held, msg) // keep the order behind what waits
 		return
 	}
+	if !h.process(ctx, msg) {
+		h.held = append(h.held, msg)
+	}
+}
+
+// Tick implements stage.Ticker: it keeps held batches alive and, once the
+// back-off has passed, tries them again in order.
+func (h *Handler) Tick(ctx context.Context) {
+	if len(h.held) == 0 {
+		// Suspended after a partial commit: the requeued tail waits in
+		// JetStream, and pulling it again is the probe.
+		if h.paused && !time.Now().Before(h.suspendedUntil) {
+			h.resumeFlow()
+		}
+		return
+	}
+	if keep := h.AckWait / 3; keep > 0 && time.Since(h.lastKeepAlive) >= keep {
+		for _, m := range h.held {
+			_ = m.InProgress()
+		}
+		h.lastKeepAlive = time.Now()
+	}
+	for len(h.held) > 0 && !time.Now().Before(h.suspendedUntil) {
+		if !h.process(ctx, h.held[0]) {
+			return
+		}
+		h.held = h.held[1:]
+	}
+	if len(h.held) == 0 {
+		h.resumeFlow()
+	}
+}
+
+func (h *Handler) resumeFlow() {
+	if h.paused && h.flow != nil {
+		h.flow.Resume()
+	}
+	h.paused = false
+}
+
+// process runs one batch through a transaction. It reports false when the
+// batch must be held and tried again later (the sink is now suspended).
+func (h *Handler) process(ctx context.Context, msg jetstream.Msg) bool {
 	b, err := bus.Decode(msg)
 	if err != nil {
 		h.deadLetterMsg(ctx, msg, "malformed", err)
-		return
+		return true
 	}
 	h.Metrics.Received.Add(float64(len(b.Events)))
 	tctx, cancel := context.WithTimeout(ctx, h.Timeout)
@@ -81,25 +139,21 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 	for i, ferr := range res.Failed {
 		code, _ := IsPermanent(ferr)
 		if err := h.deadLetterEvent(ctx, msg, b.Id, i, b.Events[i], code, ferr); err != nil {
-			// Cannot store the dead letter: treat the batch as not
-			// committed at all so nothing is lost.
+			// Cannot store the dead letter: keep the whole batch for later
+			// (the events before it may be written twice; none is lost).
 			h.suspend(err)
-			_ = msg.NakWithDelay(h.backoff())
-			h.Metrics.Nakked.Inc()
-			return
+			return false
 		}
 	}
 	done := res.Committed - len(res.Failed)
 	if res.Err == nil {
 		h.resume()
 		h.ack(msg, done)
-		return
+		return true
 	}
 	h.suspend(res.Err)
 	if res.Committed == 0 {
-		_ = msg.NakWithDelay(h.backoff())
-		h.Metrics.Nakked.Inc()
-		return
+		return false
 	}
 	var tail []*schemas.Event
 	for i := res.Committed; i < len(b.Events); i++ {
@@ -108,12 +162,11 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 		}
 	}
 	if err := h.requeue(ctx, msg.Subject(), b.Id+":tail"+strconv.Itoa(res.Committed), tail); err != nil {
-		h.Log.Error("requeue of uncommitted tail failed; whole batch handed back", "sink", h.Name, "err", err)
-		_ = msg.NakWithDelay(h.backoff())
-		h.Metrics.Nakked.Inc()
-		return
+		h.Log.Error("requeue of uncommitted tail failed; whole batch held", "sink", h.Name, "err", err)
+		return false
 	}
 	h.ack(msg, res.Committed)
+	return true
 }
 
 func (h *Handler) ack(msg jetstream.Msg, committed int) {
@@ -148,6 +201,10 @@ func (h *Handler) suspend(cause error) {
 	if h.Suspended != nil {
 		h.Suspended.Set(1)
 	}
+	if h.flow != nil && !h.paused {
+		h.flow.Pause()
+	}
+	h.paused = true
 	h.Log.Warn("sink suspended after a retryable error", "sink", h.Name, "retry_in", wait, "failures", h.failures, "err", cause)
 }
 
@@ -162,8 +219,15 @@ func (h *Handler) resume() {
 }
 
 func (h *Handler) backoff() time.Duration {
-	d := backoffMin << min(h.failures, 10)
-	d = min(d, backoffMax)
+	lo, hi := h.BackoffMin, h.BackoffMax
+	if lo <= 0 {
+		lo = backoffMin
+	}
+	if hi <= 0 {
+		hi = backoffMax
+	}
+	d := lo << min(h.failures, 10)
+	d = min(d, hi)
 	return d/2 + rand.N(d/2+1)
 }
 
@@ -197,14 +261,21 @@ func (h *Handler) deadLetterMsg(ctx context.Context, msg jetstream.Msg, reason s
 	_ = msg.TermWithReason(reason)
 }
 
-// Drain closes the provider once the runner has no more deliveries.
+// Drain hands held batches back for a prompt redelivery (to another
+// process, or after the restart) and closes the provider.
 func (h *Handler) Drain(ctx context.Context) {
+	for _, m := range h.held {
+		_ = m.Nak()
+	}
+	h.held = nil
 	if err := h.Provider.Close(ctx); err != nil {
 		h.Log.Error("closing sink", "sink", h.Name, "err", err)
 	}
 }
 
 var (
-	_ stage.Handler = (*Handler)(nil)
-	_ stage.Drainer = (*Handler)(nil)
+	_ stage.Handler        = (*Handler)(nil)
+	_ stage.Drainer        = (*Handler)(nil)
+	_ stage.Ticker         = (*Handler)(nil)
+	_ stage.FlowControlled = (*Handler)(nil)
 )

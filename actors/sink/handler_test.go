@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +37,9 @@ type memory struct {
 	// failOnce returns a retryable error the first time it sees these.
 	failOnce map[string]bool
 	seen     map[string]int
+	// down makes every Do fail as an unreachable destination would.
+	down     atomic.Bool
+	attempts atomic.Int64
 }
 
 func (m *memory) Begin(context.Context) error { return nil }
@@ -44,6 +50,10 @@ func (m *memory) Do(_ context.Context, ev *schemas.Event) (sink.Commit, error) {
 		m.seen = map[string]int{}
 	}
 	m.seen[ev.Message]++
+	m.attempts.Add(1)
+	if m.down.Load() {
+		return 0, errors.New("destination unreachable")
+	}
 	if m.panicAlways[ev.Message] || m.panicOnce[ev.Message] && m.seen[ev.Message] == 1 {
 		panic("provider blew up on " + ev.Message)
 	}
@@ -79,8 +89,8 @@ func startSink(t *testing.T, p sink.Provider) *rig {
 		t.Fatal(err)
 	}
 	h := &sink.Handler{Name: "mem", Provider: p, Bus: b, MaxBytes: 1 << 20, MaxDeliver: 5,
-		Timeout: 5 * time.Second, Metrics: st, Suspended: m.SinkSuspended.WithLabelValues("mem"), Log: bustest.Logger(t)}
-	sys := actor.NewActorSystem()
+		Timeout: 5 * time.Second, AckWait: 2 * time.Second, BackoffMin: 50 * time.Millisecond, BackoffMax: 300 * time.Millisecond, Metrics: st, Suspended: m.SinkSuspended.WithLabelValues("mem"), Log: bustest.Logger(t)}
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return bustest.Logger(t) }))
 	r := &stage.Runner{Name: "sink.mem", Consumers: []jetstream.Consumer{cons}, Handler: h, Metrics: st,
 		Log: bustest.Logger(t), OnFatal: func(err error) { t.Errorf("stage died: %v", err) }}
 	if err := r.Start(sys); err != nil {
@@ -210,5 +220,49 @@ func TestAPartialCommitRequeuesOnlyTheUncommittedTail(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(r.metrics.SinkSuspended.WithLabelValues("mem")); v != 0 {
 		t.Errorf("sink still marked suspended after it recovered")
+	}
+}
+
+func TestALongOutageDeadLettersNothingAndKeepsOrder(t *testing.T) {
+	p := &memory{}
+	p.down.Store(true)
+	r := startSink(t, p)
+	var want []string
+	for i := range 3 {
+		msgs := numbered(fmt.Sprintf("b%d-", i), 4)
+		want = append(want, msgs...)
+		r.publish(t, fmt.Sprintf("batch-%d", i), msgs...)
+	}
+	// More failed attempts than max_deliver (5) allows deliveries, and
+	// longer than the ack wait (2 s): a suspended sink must hold its
+	// batches, not let them be redelivered into the dead-letter stream.
+	bustest.Eventually(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if n := p.attempts.Load(); n < 8 {
+			return fmt.Errorf("%d attempts against the down destination so far", n)
+		}
+		if v := testutil.ToFloat64(r.metrics.SinkSuspended.WithLabelValues("mem")); v != 1 {
+			return fmt.Errorf("suspended gauge = %v", v)
+		}
+		return nil
+	})
+	p.down.Store(false)
+	bustest.Eventually(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if got := p.snapshot(); len(got) < len(want) {
+			return fmt.Errorf("%d of %d written", len(got), len(want))
+		}
+		return nil
+	})
+	if got := p.snapshot(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("written %v, want %v: in order, exactly once", got, want)
+	}
+	if n := testutil.ToFloat64(r.stage.Redelivered); n != 0 {
+		t.Errorf("%v redeliveries during the outage, want 0", n)
+	}
+	dlq, _ := r.bus.JS.Stream(context.Background(), bus.StreamDLQ)
+	if info, _ := dlq.Info(context.Background()); info.State.Msgs != 0 {
+		t.Errorf("%d dead letters after an outage, want 0", info.State.Msgs)
+	}
+	if v := testutil.ToFloat64(r.metrics.SinkSuspended.WithLabelValues("mem")); v != 0 {
+		t.Error("sink still marked suspended after it recovered")
 	}
 }

@@ -28,8 +28,30 @@ type Drainer interface {
 	Drain(ctx context.Context)
 }
 
+// Flow lets a handler pause and resume the pulling that feeds it.
+type Flow interface {
+	Pause()
+	Resume()
+}
+
+// FlowControlled is implemented by handlers that pause their input (a
+// suspended sink); the Runner hands them itself.
+type FlowControlled interface {
+	SetFlow(Flow)
+}
+
+// Ticker is implemented by handlers that need time to pass in the actor
+// (retries, keeping held messages alive); Tick runs in the actor, never
+// concurrently with Handle.
+type Ticker interface {
+	Tick(ctx context.Context)
+}
+
 // delivery is the actor message carrying one JetStream message.
 type delivery struct{ msg jetstream.Msg }
+
+// tick is the actor message of the Ticker clock.
+type tick struct{}
 
 // Runner runs one Handler in a supervised actor fed by durable consumers.
 type Runner struct {
@@ -46,7 +68,10 @@ type Runner struct {
 	system   *actor.ActorSystem
 	parent   *actor.PID
 	child    *actor.PID
+	mu       sync.Mutex // guards pumps
 	pumps    []jetstream.ConsumeContext
+	paused   atomic.Bool
+	tickStop chan struct{}
 	stopping atomic.Bool
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -76,9 +101,27 @@ func (r *Runner) Start(system *actor.ActorSystem) error {
 	case <-time.After(10 * time.Second):
 		return fmt.Errorf("stage %s: actor did not start", r.Name)
 	}
+	if err := r.startPumps(); err != nil {
+		r.Stop()
+		return err
+	}
+	if fc, ok := r.Handler.(FlowControlled); ok {
+		fc.SetFlow(r)
+	}
+	if _, ok := r.Handler.(Ticker); ok {
+		r.tickStop = make(chan struct{})
+		go r.tickLoop()
+	}
+	return nil
+}
+
+// startPumps starts pulling from every consumer into the actor.
+func (r *Runner) startPumps() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, c := range r.Consumers {
 		cc, err := c.Consume(func(m jetstream.Msg) {
-			system.Root.Send(r.child, &delivery{m})
+			r.system.Root.Send(r.child, &delivery{m})
 		},
 			// A short expiry: the default 30 s stalled consumers under an
 			// ack backlog in the measurements.
@@ -90,7 +133,6 @@ func (r *Runner) Start(system *actor.ActorSystem) error {
 				}
 			}))
 		if err != nil {
-			r.Stop()
 			return fmt.Errorf("stage %s: consume: %w", r.Name, err)
 		}
 		r.pumps = append(r.pumps, cc)
@@ -98,15 +140,70 @@ func (r *Runner) Start(system *actor.ActorSystem) error {
 	return nil
 }
 
+// stopPumps stops pulling. Drain rather than Stop: what the client already
+// pulled still reaches the actor, so nothing waits out its AckWait.
+func (r *Runner) stopPumps() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.pumps {
+		p.Drain()
+	}
+	r.pumps = nil
+}
+
+// Pause stops pulling until Resume; the handler keeps what it has. A
+// suspended sink pauses so that its queue waits in JetStream, not in
+// redeliveries that would count against bus.max_deliver.
+func (r *Runner) Pause() {
+	if r.paused.CompareAndSwap(false, true) {
+		r.stopPumps()
+		r.Log.Info("stage paused", "stage", r.Name)
+	}
+}
+
+// Resume starts pulling again after Pause.
+func (r *Runner) Resume() {
+	if r.stopping.Load() {
+		return
+	}
+	if r.paused.CompareAndSwap(true, false) {
+		if err := r.startPumps(); err != nil {
+			r.Log.Error("resume failed", "stage", r.Name, "err", err)
+			r.paused.Store(true)
+			return
+		}
+		r.Log.Info("stage resumed", "stage", r.Name)
+	}
+}
+
+// tickLoop sends the actor a tick every TickEvery, for handlers that work
+// on time (retrying a suspended sink, keeping held messages alive).
+func (r *Runner) tickLoop() {
+	t := time.NewTicker(TickEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.tickStop:
+			return
+		case <-t.C:
+			r.system.Root.Send(r.child, tick{})
+		}
+	}
+}
+
+// TickEvery is how often a Ticker handler is ticked.
+const TickEvery = 200 * time.Millisecond
+
 // Drain stops pulling, lets the actor finish every delivery already in its
 // mailbox, waits for the handler's work in flight, then stops the actor.
 // Messages pulled but not yet handed over are redelivered later, never lost.
 func (r *Runner) Drain(ctx context.Context) {
 	r.once.Do(func() {
 		r.stopping.Store(true)
-		for _, p := range r.pumps {
-			p.Stop()
+		if r.tickStop != nil {
+			close(r.tickStop)
 		}
+		r.stopPumps()
 		if r.child != nil {
 			f := r.system.Root.PoisonFuture(r.child)
 			done := make(chan struct{})
@@ -164,6 +261,10 @@ func (w *worker) Receive(c actor.Context) {
 		w.current = m.msg
 		w.r.Handler.Handle(w.r.ctx, m.msg)
 		w.current = nil
+	case tick:
+		if t, ok := w.r.Handler.(Ticker); ok {
+			t.Tick(w.r.ctx)
+		}
 	case *actor.Restarting:
 		// The message that made Handle panic goes back to JetStream now
 		// rather than after AckWait; after bus.max_deliver it is

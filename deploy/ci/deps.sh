@@ -7,6 +7,10 @@ set -euo pipefail
 packages=(
   protobuf-compiler   # protoc, for make generate / the generated-code check
   bsdutils            # logger, a real syslog sender for the e2e tests
+  postgresql          # a real PostgreSQL server for the postgres sink's tests (started by actors/sink/postgres/pgtest)
+  rsyslog             # a real syslog collector for the syslog sink's tests (started by actors/sink/syslog/rsyslogtest)
+  rsyslog-relp        # its RELP listener (imrelp)
+  rsyslog-gnutls      # its TLS listener (imtcp with the gtls stream driver)
 )
 
 missing=()

@@ -229,7 +229,7 @@ func (a *App) startSinks(ctx context.Context, routerLocal bool) error {
 		m := a.metrics.Stage(StageSink + "." + name)
 		h := &sink.Handler{
 			Name: name, Provider: p, Bus: a.bus, MaxBytes: int(a.cfg.Batch.MaxBytes) * 4,
-			MaxDeliver: a.cfg.Bus.MaxDeliver, Timeout: 30 * time.Second, Metrics: m,
+			MaxDeliver: a.cfg.Bus.MaxDeliver, Timeout: 30 * time.Second, AckWait: a.cfg.Bus.AckWait.D(), Metrics: m,
 			Suspended: a.metrics.SinkSuspended.WithLabelValues(name), Log: a.log,
 		}
 		if err := a.startRunner(StageSink+"."+name, cons, h, m, routerLocal); err != nil {
