@@ -103,6 +103,6 @@ func (r *Router) ProcessWire(data []byte) (string, []stage.Output, bool) {
 }
 
 var (
-	_ stage.Processor = (*Router)(nil)
+	_ stage.Processor     = (*Router)(nil)
 	_ stage.WireProcessor = (*Router)(nil)
 )
