@@ -69,7 +69,9 @@ var (
 
 // Classify recognises ev.Raw and fills ev's Class, Certainty, Host, Service,
 // TimeUnixNano, Message and Fields. ev.Raw is never modified. now is the arrival
-// time, used for year inference of RFC 3164 timestamps without a year.
+// time, used for year inference of RFC 3164 timestamps without a year; a
+// timestamp without zone is read in now's location (time.Local for herald's
+// receivers), so callers choose the zone without touching time.Local.
 //
 // Fields already present on ev are kept; the parsed ones are appended.
 func Classify(ev *schemas.Event, now time.Time) {
@@ -89,7 +91,7 @@ func Classify(ev *schemas.Event, now time.Time) {
 	_, n := parsePRI(body)
 	switch {
 	case n > 0:
-		if looksLikeVersion(body[n:]) && classify5424(ev, body, false) {
+		if looksLikeVersion(body[n:]) && classify5424(ev, body, false, now.Location()) {
 			return
 		}
 		if classify3164(ev, body, now, CertaintyRFC3164, CertaintyRFC3164Partial) {
@@ -105,7 +107,7 @@ func Classify(ev *schemas.Event, now time.Time) {
 		}
 	default:
 		if len(body) > 2 && body[0] == '1' && body[1] == ' ' && (body[2] == '-' || isDigit(body[2])) &&
-			classify5424(ev, body, true) {
+			classify5424(ev, body, true, now.Location()) {
 			return
 		}
 		if classify3164(ev, body, now, CertaintyRFC3164NoPRI, 0) {
@@ -262,7 +264,7 @@ func addPRI(ev *schemas.Event, b *fieldBlock, m *syslog.Base) {
 // taken as written (a timestamp read leniently). Such records, records that
 // go-syslog parses only part way and records without PRI get
 // CertaintyRFC5424Partial.
-func classify5424(ev *schemas.Event, body []byte, noPRI bool) bool {
+func classify5424(ev *schemas.Event, body []byte, noPRI bool, local *time.Location) bool {
 	pool := &pool5424
 	if noPRI {
 		pool = &pool5424NoPRI
@@ -317,7 +319,7 @@ func classify5424(ev *schemas.Event, body []byte, noPRI bool) bool {
 	if sm.Timestamp != nil {
 		ev.TimeUnixNano = sm.Timestamp.UnixNano()
 	} else if over[1] != nil {
-		if t, n, ok := isoStamp(over[1]); ok && n == len(over[1]) {
+		if t, n, ok := isoStamp(over[1], local); ok && n == len(over[1]) {
 			ev.TimeUnixNano = t.UnixNano()
 		}
 	}
@@ -942,10 +944,10 @@ func endsWord(b []byte, i int) bool {
 // or after the time, a zone name and a colon after it), or an ISO 8601 /
 // RFC 3339 stamp "yyyy-mm-dd[T ]hh:mm:ss[.f][Z|+hh:mm]" with any number of
 // fraction digits. n is the length read. Stamps without year get the year
-// closest to now; stamps without zone are in time.Local.
+// closest to now; stamps without zone are in now's location.
 func lenientStamp(b []byte, now time.Time) (t time.Time, n int, ok bool) {
 	if len(b) >= 19 && isDigit(b[0]) && b[4] == '-' {
-		return isoStamp(b)
+		return isoStamp(b, now.Location())
 	}
 	if len(b) < 14 {
 		return time.Time{}, 0, false
@@ -988,7 +990,7 @@ func lenientStamp(b []byte, now time.Time) (t time.Time, n int, ok bool) {
 			i += 5
 		}
 	}
-	loc := time.Local
+	loc := now.Location()
 	// a zone name before a colon: "21:03:22.631 GMT: ..."
 	if i+4 < len(b) && b[i] == ' ' {
 		j := i + 1
@@ -1021,7 +1023,7 @@ func lenientStamp(b []byte, now time.Time) (t time.Time, n int, ok bool) {
 }
 
 // isoStamp reads "yyyy-mm-dd[T ]hh:mm:ss[.f][Z|+hh:mm|+hhmm]".
-func isoStamp(b []byte) (time.Time, int, bool) {
+func isoStamp(b []byte, local *time.Location) (time.Time, int, bool) {
 	if len(b) < 19 {
 		return time.Time{}, 0, false
 	}
@@ -1036,7 +1038,7 @@ func isoStamp(b []byte) (time.Time, int, bool) {
 	if !ok {
 		return time.Time{}, 0, false
 	}
-	loc, off := time.Local, 0
+	loc, off := local, 0
 	switch {
 	case i < len(b) && (b[i] == 'Z' || b[i] == 'z'):
 		loc = time.UTC

@@ -60,7 +60,7 @@
 // arrival time passed to Classify (a "Dec 31 23:59:59" read on Jan 1 is last
 // year's, a "Jan 1 00:00:01" read on Dec 31 is next year's); a Feb 29 that fits none of
 // last, this and next year gets the last leap year. Timestamps without a
-// zone are read in time.Local (a later option may make this configurable).
+// zone are read in the arrival time's zone (time.Local in herald).
 //
 // # Text
 //

@@ -17,7 +17,11 @@ func (Processor) Process(b *schemas.Batch) ([]stage.Output, error) {
 	var outs []stage.Output
 	index := map[string]int{}
 	for _, ev := range b.Events {
-		Classify(ev, time.Unix(0, ev.ReceivedUnixNano))
+		now := time.Unix(0, ev.ReceivedUnixNano)
+		if ev.ReceivedUnixNano == 0 { // not stamped at intake: year inference needs a real now
+			now = time.Now()
+		}
+		Classify(ev, now)
 		i, ok := index[ev.Class]
 		if !ok {
 			i = len(outs)
