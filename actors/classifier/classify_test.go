@@ -328,7 +328,6 @@ func checkEvent(t *testing.T, ev *schemas.Event) {
 	}
 }
 
-
 var seeds = []string{
 	"<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - \uFEFF'su root' failed for lonvick on /dev/pts/8",
 	`<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"][examplePriority@32473 class="high"]`,
