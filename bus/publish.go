@@ -161,3 +161,13 @@ func (b *Bus) DeadLetter(ctx context.Context, stage, id, origin, reason, detail 
 	}
 	return b.Publish(ctx, m)
 }
+
+// DeadLetterMsg dead-letters a whole input message: its bytes, under an id
+// derived from its Nats-Msg-Id (or stream sequence), with the reason.
+func (b *Bus) DeadLetterMsg(ctx context.Context, stage string, msg jetstream.Msg, reason string, cause error) error {
+	id := msg.Headers().Get(jetstream.MsgIDHeader)
+	if md, err := msg.Metadata(); err == nil && id == "" {
+		id = md.Stream + "." + strconv.FormatUint(md.Sequence.Stream, 10)
+	}
+	return b.DeadLetter(ctx, stage, id, msg.Subject(), reason, cause.Error(), msg.Data(), msg.Headers().Get(HeaderEncoding))
+}

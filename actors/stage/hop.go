@@ -184,13 +184,8 @@ func (h *Hop) checkDeliveries(ctx context.Context, msg jetstream.Msg) bool {
 // terminates it. If the dead letter cannot be stored the input is handed
 // back instead: it is never dropped.
 func (h *Hop) rejectMsg(ctx context.Context, msg jetstream.Msg, reason string, cause error) {
-	id := msg.Headers().Get(jetstream.MsgIDHeader)
-	if md, err := msg.Metadata(); err == nil && id == "" {
-		id = md.Stream + "." + uitoa(md.Sequence.Stream)
-	}
 	h.Log.Warn("dead-lettering input", "stage", h.Name, "reason", reason, "err", cause, "subject", msg.Subject())
-	if err := h.Bus.DeadLetter(ctx, h.Name, id, msg.Subject(), reason, cause.Error(), msg.Data(),
-		msg.Headers().Get(bus.HeaderEncoding)); err != nil {
+	if err := h.Bus.DeadLetterMsg(ctx, h.Name, msg, reason, cause); err != nil {
 		h.Log.Error("dead letter failed; input handed back", "stage", h.Name, "err", err)
 		_ = msg.NakWithDelay(time.Second)
 		h.Metrics.Nakked.Inc()
@@ -236,16 +231,3 @@ func (h *Hop) Drain(ctx context.Context) {
 	}
 }
 
-func uitoa(v uint64) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + v%10)
-		v /= 10
-		if v == 0 {
-			break
-		}
-	}
-	return string(b[i:])
-}

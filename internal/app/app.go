@@ -80,6 +80,7 @@ type App struct {
 	http    *http.Server
 
 	receivers []*actor.PID
+	executors []*sink.Executor
 	syslogs   []*receiver.Syslog
 	batchers  []*receiver.Batcher
 	// stages in pipeline order, each with the consumers it drains.
@@ -198,41 +199,52 @@ func (a *App) startRunner(name string, cons []jetstream.Consumer, h stage.Handle
 	return nil
 }
 
-// startSinks starts one actor per sink that heads a target's chain, fed by
-// the consumers of every target it heads.
+// startSinks starts one actor per sink used by any target (an Executor,
+// the only caller of its provider) and, per target, a Chain fed by the
+// target's durable consumer that hands batches along the target's fail-over
+// chain of sinks.
 func (a *App) startSinks(ctx context.Context, routerLocal bool) error {
-	bySink := map[string][]string{}
-	var order []string
+	execs := map[string]*sink.Executor{}
 	for _, t := range a.cfg.TargetNames() {
-		head := a.cfg.Targets[t].Sinks[0]
-		if len(a.cfg.Targets[t].Sinks) > 1 {
-			a.log.Warn("fail-over chains are not implemented yet; only the first sink is used", "target", t, "sink", head)
-		}
-		if _, ok := bySink[head]; !ok {
-			order = append(order, head)
-		}
-		bySink[head] = append(bySink[head], t)
-	}
-	for _, name := range order {
-		p, err := a.opts.Registry.New(sink.Env{Name: name, Config: a.cfg, Log: a.log, NATS: a.bus.NC}, a.cfg.Sinks[name])
-		if err != nil {
-			return err
-		}
-		var cons []jetstream.Consumer
-		for _, t := range bySink[name] {
-			c, err := a.bus.Consumer(ctx, bus.StreamTargets, bus.SinkConsumer(t))
+		for _, name := range a.cfg.Targets[t].Sinks {
+			if execs[name] != nil {
+				continue
+			}
+			p, err := a.opts.Registry.New(sink.Env{Name: name, Config: a.cfg, Log: a.log, NATS: a.bus.NC}, a.cfg.Sinks[name])
 			if err != nil {
 				return err
 			}
-			cons = append(cons, c)
+			e := &sink.Executor{
+				Name: name, Provider: p, Timeout: 30 * time.Second,
+				Suspended: a.metrics.SinkSuspended.WithLabelValues(name),
+				Committed: a.metrics.SinkCommitted.WithLabelValues(name),
+				Restarts:  a.metrics.SinkRestarts.WithLabelValues(name), Log: a.log,
+			}
+			if err := e.Start(a.system); err != nil {
+				_ = p.Close(ctx)
+				return err
+			}
+			execs[name] = e
+			a.executors = append(a.executors, e)
 		}
-		m := a.metrics.Stage(StageSink + "." + name)
-		h := &sink.Handler{
-			Name: name, Provider: p, Bus: a.bus, MaxBytes: int(a.cfg.Batch.MaxBytes) * 4,
-			MaxDeliver: a.cfg.Bus.MaxDeliver, Timeout: 30 * time.Second, AckWait: a.cfg.Bus.AckWait.D(), Metrics: m,
-			Suspended: a.metrics.SinkSuspended.WithLabelValues(name), Log: a.log,
+	}
+	for _, t := range a.cfg.TargetNames() {
+		cons, err := a.bus.Consumer(ctx, bus.StreamTargets, bus.SinkConsumer(t))
+		if err != nil {
+			return err
 		}
-		if err := a.startRunner(StageSink+"."+name, cons, h, m, routerLocal); err != nil {
+		var chain []*sink.Executor
+		for _, name := range a.cfg.Targets[t].Sinks {
+			chain = append(chain, execs[name])
+		}
+		stageName := "target." + t
+		m := a.metrics.Stage(stageName)
+		c := &sink.Chain{
+			Target: t, Sinks: chain, Bus: a.bus, MaxBytes: int(a.cfg.Batch.MaxBytes) * 4,
+			MaxDeliver: a.cfg.Bus.MaxDeliver, AckWait: a.cfg.Bus.AckWait.D(), Metrics: m,
+			Backlog: a.metrics.TargetBacklog.WithLabelValues(t), Consumer: cons, Log: a.log,
+		}
+		if err := a.startRunner(stageName, []jetstream.Consumer{cons}, c, m, routerLocal); err != nil {
 			return err
 		}
 	}
@@ -331,6 +343,9 @@ func (a *App) Shutdown(ctx context.Context) {
 			}
 			ri.runner.Drain(ctx)
 		}
+		for _, e := range a.executors {
+			e.Stop(ctx)
+		}
 		a.closeRest()
 		a.log.Info("stopped")
 	})
@@ -374,6 +389,9 @@ func (a *App) stopNow() {
 		}
 		for _, ri := range a.runners {
 			ri.runner.Stop()
+		}
+		for _, e := range a.executors {
+			e.Stop(ctx)
 		}
 		a.closeRest()
 	})

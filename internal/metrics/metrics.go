@@ -23,6 +23,13 @@ type Metrics struct {
 	SinkSuspended *prometheus.GaugeVec
 	// Connections is the number of open receiver connections.
 	Connections *prometheus.GaugeVec
+	// SinkCommitted counts the events each sink committed.
+	SinkCommitted *prometheus.CounterVec
+	// SinkRestarts counts the restarts of each sink's actor after its
+	// provider panicked.
+	SinkRestarts *prometheus.CounterVec
+	// TargetBacklog is each target's messages waiting or unacknowledged.
+	TargetBacklog *prometheus.GaugeVec
 }
 
 // New makes the collectors and registers them, with Go and process metrics,
@@ -45,9 +52,13 @@ func New() *Metrics {
 			Help: "1 while the sink is suspended after a retryable error."}, []string{"sink"}),
 		Connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "herald", Name: "receiver_connections",
 			Help: "Open connections per receiver."}, []string{"receiver"}),
+		SinkCommitted: cv("sink_committed_events_total", "Events each sink committed.", "sink"),
+		SinkRestarts:  cv("sink_actor_restarts_total", "Restarts of a sink's actor after its provider panicked.", "sink"),
+		TargetBacklog: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "herald", Name: "target_backlog_messages",
+			Help: "Messages waiting for a target or delivered and not yet acknowledged (from JetStream)."}, []string{"target"}),
 	}
 	m.Registry.MustRegister(m.received, m.published, m.acked, m.redelivered, m.rejected, m.deadLettered,
-		m.nakked, m.restarts, m.SinkSuspended, m.Connections,
+		m.nakked, m.restarts, m.SinkSuspended, m.Connections, m.SinkCommitted, m.SinkRestarts, m.TargetBacklog,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,0 +1,268 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/herald-router/herald/actors/stage"
+	"github.com/herald-router/herald/bus"
+	"github.com/herald-router/herald/internal/metrics"
+	"github.com/herald-router/herald/schemas"
+)
+
+// Chain is the handler of one target: the target's batches go through its
+// fail-over chain of sinks, and the JetStream message is acked only for
+// what the sinks committed.
+//
+//   - The first sink that is up gets the batch. What it does not commit
+//     (it failed part-way, or it is suspended) goes to the next sink of the
+//     chain, in order; a batch starts at the first sink again as soon as
+//     that one's back-off has passed, so a revived sink takes over.
+//   - Events that failed permanently are dead-lettered with their code.
+//   - When the batch is only partly written and no sink can take the rest,
+//     the rest is published again as a new batch under an id derived from
+//     the original, and the original is acked.
+//   - When no sink can take any of it, the target pauses its consumer and
+//     holds the batch (and those behind it, in order), keeps them alive
+//     with InProgress and tries again when the first sink is due. Nothing
+//     is redelivered meanwhile, so an outage of any length never counts
+//     against bus.max_deliver; the backlog waits in JetStream.
+type Chain struct {
+	Target     string
+	Sinks      []*Executor
+	Bus        *bus.Bus
+	MaxBytes   int
+	MaxDeliver int
+	// AckWait is the consumer's ack wait; held batches are kept alive well
+	// within it.
+	AckWait time.Duration
+	Metrics *metrics.Stage
+	// Backlog is set to the consumer's pending plus unacknowledged
+	// messages (herald_target_backlog), refreshed on ticks.
+	Backlog  interface{ Set(float64) }
+	Consumer interface {
+		Info(context.Context) (*jetstream.ConsumerInfo, error)
+	}
+	Log *slog.Logger
+
+	flow          stage.Flow
+	paused        bool
+	held          []jetstream.Msg
+	panics        int // panics of the first held batch
+	lastKeepAlive time.Time
+	lastBacklog   time.Time
+}
+
+// SetFlow implements stage.FlowControlled.
+func (c *Chain) SetFlow(f stage.Flow) { c.flow = f }
+
+// Handle processes one delivery, or holds it behind the ones waiting.
+func (c *Chain) Handle(ctx context.Context, msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err == nil && md.NumDelivered > 1 {
+		c.Metrics.Redelivered.Inc()
+	}
+	if err == nil && c.MaxDeliver > 0 && md.NumDelivered > uint64(c.MaxDeliver) {
+		c.deadLetterMsg(ctx, msg, "max_deliver", errors.New("delivered too often without being committed"))
+		return
+	}
+	if len(c.held) > 0 {
+		c.held = append(c.held, msg) // keep the order behind what waits
+		return
+	}
+	if !c.process(ctx, msg) {
+		c.hold(msg)
+	}
+}
+
+func (c *Chain) hold(msg jetstream.Msg) {
+	c.held = append(c.held, msg)
+	if c.flow != nil && !c.paused {
+		c.flow.Pause()
+	}
+	c.paused = true
+}
+
+// Tick implements stage.Ticker: it refreshes the backlog gauge, keeps held
+// batches alive and tries them again, in order, once a sink is due.
+func (c *Chain) Tick(ctx context.Context) {
+	if c.Backlog != nil && c.Consumer != nil && time.Since(c.lastBacklog) >= 2*time.Second {
+		c.lastBacklog = time.Now()
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		if info, err := c.Consumer.Info(qctx); err == nil {
+			c.Backlog.Set(float64(info.NumPending + uint64(info.NumAckPending)))
+		}
+		cancel()
+	}
+	if len(c.held) > 0 {
+		if keep := c.AckWait / 3; keep > 0 && time.Since(c.lastKeepAlive) >= keep {
+			for _, m := range c.held {
+				_ = m.InProgress()
+			}
+			c.lastKeepAlive = time.Now()
+		}
+	}
+	for len(c.held) > 0 && c.anyAvailable() {
+		if !c.process(ctx, c.held[0]) {
+			return
+		}
+		c.held = c.held[1:]
+		c.panics = 0
+	}
+	if len(c.held) == 0 && c.paused && c.anyAvailable() {
+		c.paused = false
+		if c.flow != nil {
+			c.flow.Resume()
+		}
+	}
+}
+
+func (c *Chain) anyAvailable() bool {
+	for _, s := range c.Sinks {
+		if s.Available() {
+			return true
+		}
+	}
+	return false
+}
+
+// process offers one batch to the chain. It reports false when nothing of
+// it could be written and it must be held.
+func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
+	b, err := bus.Decode(msg)
+	if err != nil {
+		c.deadLetterMsg(ctx, msg, "malformed", err)
+		return true
+	}
+	c.Metrics.Received.Add(float64(len(b.Events)))
+	rest := b.Events
+	written := 0
+	for _, s := range c.Sinks {
+		if len(rest) == 0 {
+			break
+		}
+		if !s.Available() {
+			continue
+		}
+		res := s.Transact(ctx, rest)
+		if errors.Is(res.Err, ErrPanicked) {
+			// Not an outage: this batch makes the provider panic. After
+			// bus.max_deliver tries it is dead-lettered, like any input
+			// that keeps failing, so it cannot block the target for ever.
+			c.panics++
+			if c.MaxDeliver > 0 && c.panics >= c.MaxDeliver {
+				c.panics = 0
+				c.deadLetterMsg(ctx, msg, "sink_panic", res.Err)
+				return true
+			}
+		}
+		for i, ferr := range res.Failed {
+			code, _ := IsPermanent(ferr)
+			if err := c.deadLetterEvent(ctx, msg, b.Id, s.Name, written+i, rest[i], code, ferr); err != nil {
+				// The dead letter cannot be stored: keep the whole batch
+				// (what was written may be written again; nothing is lost).
+				c.Log.Error("dead letter failed; batch held", "target", c.Target, "err", err)
+				return false
+			}
+		}
+		if res.Err == nil {
+			written += len(rest)
+			rest = nil
+			break
+		}
+		if !errors.Is(res.Err, ErrSuspended) {
+			c.Log.Warn("sink failed; handing the rest to the next sink of the chain", "target", c.Target,
+				"sink", s.Name, "committed", res.Committed, "of", len(rest), "err", res.Err)
+		}
+		var next []*schemas.Event
+		for i := res.Committed; i < len(rest); i++ {
+			if _, failed := res.Failed[i]; !failed {
+				next = append(next, rest[i])
+			}
+		}
+		written += len(rest) - len(next)
+		rest = next
+	}
+	if len(rest) == 0 {
+		c.ack(msg, written)
+		return true
+	}
+	if written == 0 {
+		return false
+	}
+	if err := c.requeue(ctx, msg.Subject(), b.Id+":tail"+strconv.Itoa(written), rest); err != nil {
+		c.Log.Error("requeue of the unwritten tail failed; whole batch held", "target", c.Target, "err", err)
+		return false
+	}
+	c.ack(msg, written)
+	return true
+}
+
+func (c *Chain) ack(msg jetstream.Msg, written int) {
+	if err := msg.Ack(); err != nil {
+		c.Log.Warn("ack failed; the batch will be delivered again", "target", c.Target, "err", err)
+		return
+	}
+	c.Metrics.Published.Add(float64(written))
+	c.Metrics.Acked.Inc()
+}
+
+func (c *Chain) requeue(ctx context.Context, subject, id string, events []*schemas.Event) error {
+	msgs, err := bus.EncodeBatches(subject, id, events, c.MaxBytes)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if err := c.Bus.Publish(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Chain) deadLetterEvent(ctx context.Context, msg jetstream.Msg, batchID, sinkName string, i int, ev *schemas.Event, code string, cause error) error {
+	data, err := proto.Marshal(&schemas.Batch{Id: batchID + ":dlq" + strconv.Itoa(i), Events: []*schemas.Event{ev}})
+	if err != nil {
+		return err
+	}
+	if err := c.Bus.DeadLetter(ctx, "sink."+sinkName, batchID+"."+strconv.Itoa(i), msg.Subject(), code, cause.Error(), data, bus.EncodingBatch); err != nil {
+		return err
+	}
+	c.Metrics.DeadLettered(code, 1)
+	c.Log.Warn("event dead-lettered", "target", c.Target, "sink", sinkName, "reason", code, "err", cause, "event", ev.Id)
+	return nil
+}
+
+func (c *Chain) deadLetterMsg(ctx context.Context, msg jetstream.Msg, reason string, cause error) {
+	if err := c.Bus.DeadLetterMsg(ctx, "target."+c.Target, msg, reason, cause); err != nil {
+		c.Log.Error("dead letter failed; batch handed back", "target", c.Target, "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		c.Metrics.Nakked.Inc()
+		return
+	}
+	c.Metrics.DeadLettered(reason, 1)
+	c.Log.Warn("batch dead-lettered", "target", c.Target, "reason", reason, "err", cause)
+	_ = msg.TermWithReason(reason)
+}
+
+// Drain hands held batches back for a prompt redelivery (to another
+// process, or after the restart).
+func (c *Chain) Drain(ctx context.Context) {
+	for _, m := range c.held {
+		_ = m.Nak()
+	}
+	c.held = nil
+}
+
+var (
+	_ stage.Handler        = (*Chain)(nil)
+	_ stage.Drainer        = (*Chain)(nil)
+	_ stage.Ticker         = (*Chain)(nil)
+	_ stage.FlowControlled = (*Chain)(nil)
+)
