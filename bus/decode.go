@@ -64,6 +64,9 @@ const (
 	jsonTargetMask = "target_mask"
 )
 
+// SourceNATS is the source of events applications published onto NATS.
+const SourceNATS = "nats"
+
 // DefaultTargetMask is the mask of events that name none: the log target.
 const DefaultTargetMask = 4
 
@@ -119,7 +122,7 @@ func ParseJSONEvents(data []byte, class string, received time.Time) ([]*schemas.
 
 func parseEventObject(dec *json.Decoder, class string, received time.Time) (*schemas.Event, error) {
 	ev := &schemas.Event{
-		Source:           "nats",
+		Source:           SourceNATS,
 		Class:            class,
 		Certainty:        1,
 		TargetMask:       DefaultTargetMask,

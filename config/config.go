@@ -30,6 +30,10 @@ type Config struct {
 	Targets map[string]*Target `yaml:"targets"`
 	// Sinks are the writers, by name; a sink may serve several targets.
 	Sinks map[string]*Sink `yaml:"sinks"`
+	// Rules set the target mask of records from receivers by their
+	// attributes (facility, severity, class, host, program ...), in order,
+	// first match wins. Default: none (each receiver's target_mask).
+	Rules []Rule `yaml:"rules"`
 	// ShutdownTimeout bounds a graceful stop: receivers stop, then each
 	// stage finishes what is queued for it before the next one stops.
 	// What is left when it runs out stays in JetStream for the next start.
@@ -131,8 +135,14 @@ type Target struct {
 	// Bit is this target's value in the event target mask (a power of two:
 	// debug=1, audit=2, log=4 by convention).
 	Bit uint64 `yaml:"bit"`
-	// Sinks is the fail-over chain, in order of preference.
+	// Sinks is the fail-over chain, in order of preference: events go to
+	// the first sink that is up, and back to it when it revives.
 	Sinks []string `yaml:"sinks"`
+	// Filter is an expression over the event that must also be true for
+	// the target to get it, beyond the mask, such as 'severity <= 4' (names:
+	// docs/filters.md). An event the filter cannot judge is dead-lettered.
+	// Default: none (the mask alone decides).
+	Filter string `yaml:"filter"`
 }
 
 // Sink is one configured writer; Options holds the provider's own keys.
@@ -378,6 +388,7 @@ func (d *decoder) validate(c *Config) {
 			}
 		}
 	}
+	d.validateRouting(c)
 	for _, name := range sortedKeys(c.Sinks) {
 		if !nameOK(name) {
 			d.errorf("sinks."+name, "name %q: use letters, digits, _ and -", name)

@@ -167,3 +167,35 @@ func TestAnEmptyEntryIsAnErrorNotACrash(t *testing.T) {
 		}
 	}
 }
+
+func TestFiltersRulesAndMasksAreCheckedAtLoad(t *testing.T) {
+	bad := `receivers:
+  syslog: {type: syslog, tcp: 127.0.0.1:5514, target_mask: 12}
+targets:
+  log: {bit: 4, sinks: [events], filter: 'host == 1'}
+rules:
+  - when: 'severity <='
+    mask: 4
+  - when: 'severity <= 3'
+    mask: 16
+    receiver: nope
+sinks:
+  events: {type: file, path: x}
+`
+	_, err := Parse("h.yaml", []byte(bad), testKinds)
+	var ce *Errors
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v", err)
+	}
+	for _, w := range []string{
+		`h.yaml:2:60: field "receivers.syslog.target_mask": bits 8 belong to no target`,
+		`h.yaml:4:42: field "targets.log.filter": bad expression: invalid operation: == (mismatched types string and int)`,
+		`h.yaml:6:11: field "rules[0].when": bad expression:`,
+		`h.yaml:9:11: field "rules[1].mask": bits 16 belong to no target`,
+		`h.yaml:10:15: field "rules[1].receiver": no receiver named "nope"`,
+	} {
+		if !strings.Contains(ce.Error(), w) {
+			t.Errorf("missing %q in:\n%s", w, ce.Error())
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -9,7 +10,7 @@ import (
 )
 
 func TestEventsGoToEveryTargetWhoseBitIsInTheirMask(t *testing.T) {
-	r := New([]Target{{"log", 4}, {"debug", 1}, {"audit", 2}})
+	r, _ := New([]Target{{Name: "log", Bit: 4}, {Name: "debug", Bit: 1}, {Name: "audit", Bit: 2}}, nil)
 	unrouted := 0
 	r.Unrouted = func(n int) { unrouted += n }
 	b := &schemas.Batch{Id: "b", Events: []*schemas.Event{
@@ -39,7 +40,7 @@ func TestEventsGoToEveryTargetWhoseBitIsInTheirMask(t *testing.T) {
 }
 
 func TestProcessWirePassesUniformBatchesOnWithoutDecoding(t *testing.T) {
-	r := New([]Target{{"log", 4}, {"audit", 2}})
+	r, _ := New([]Target{{Name: "log", Bit: 4}, {Name: "audit", Bit: 2}}, nil)
 	uniform, _ := proto.Marshal(&schemas.Batch{Id: "b1", Events: []*schemas.Event{{TargetMask: 6, Message: "x"}, {TargetMask: 6}}})
 	id, outs, ok := r.ProcessWire(uniform)
 	if !ok || id != "b1" || len(outs) != 2 || outs[0].Count != 2 {
@@ -52,5 +53,74 @@ func TestProcessWirePassesUniformBatchesOnWithoutDecoding(t *testing.T) {
 	nobody, _ := proto.Marshal(&schemas.Batch{Id: "b3", Events: []*schemas.Event{{TargetMask: 8}}})
 	if _, _, ok := r.ProcessWire(nobody); ok {
 		t.Error("an unroutable batch must go through Process so it is counted")
+	}
+}
+
+func sev(n int64) *schemas.Field {
+	return &schemas.Field{Key: "severity", Value: &schemas.Value{Kind: &schemas.Value_Int{Int: n}}}
+}
+
+func TestFiltersAndRulesDecideBeyondTheMask(t *testing.T) {
+	r, err := New([]Target{
+		{Name: "log", Bit: 4},
+		{Name: "alerts", Bit: 2, Filter: `severity >= 0 && severity <= 3`},
+		{Name: "db", Bit: 4, Filter: `host startsWith "db"`},
+	}, []Rule{
+		{When: `severity >= 0 && severity <= 3`, Receiver: "syslog", Mask: 2, Add: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		ev   *schemas.Event
+		want string
+	}{
+		{"an error from syslog gains the alerts bit by rule",
+			&schemas.Event{Source: "syslog", Host: "web1", TargetMask: 4, Fields: []*schemas.Field{sev(2)}}, "alerts,log"},
+		{"a notice from syslog keeps its mask",
+			&schemas.Event{Source: "syslog", Host: "web1", TargetMask: 4, Fields: []*schemas.Field{sev(5)}}, "log"},
+		{"a rule for another receiver does not apply",
+			&schemas.Event{Source: "other", Host: "web1", TargetMask: 4, Fields: []*schemas.Field{sev(2)}}, "log"},
+		{"an application event keeps its own mask",
+			&schemas.Event{Source: "nats", Host: "db7", TargetMask: 4, Fields: []*schemas.Field{sev(2)}}, "db,log"},
+		{"the filter narrows what the mask selects",
+			&schemas.Event{Source: "nats", Host: "web1", TargetMask: 2, Fields: []*schemas.Field{sev(6)}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := r.Match(tc.ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g := strings.Join(got, ","); g != tc.want {
+				t.Errorf("targets = %q, want %q", g, tc.want)
+			}
+		})
+	}
+}
+
+func TestAnEventAFilterCannotJudgeIsDeadLetteredAndOthersFlow(t *testing.T) {
+	r, err := New([]Target{{Name: "log", Bit: 4, Filter: `fields.n > 3`}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := func(v *schemas.Value) *schemas.Event {
+		return &schemas.Event{TargetMask: 4, Fields: []*schemas.Field{{Key: "n", Value: v}}}
+	}
+	outs, err := r.Process(&schemas.Batch{Id: "b", Events: []*schemas.Event{
+		n(&schemas.Value{Kind: &schemas.Value_Int{Int: 5}}),
+		n(&schemas.Value{Kind: &schemas.Value_Str{Str: "five"}}),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(outs) != 2 || outs[0].Key != "log" || len(outs[0].Events) != 1 {
+		t.Fatalf("outputs %+v", outs)
+	}
+	if dl := outs[1].DeadLetter; dl == nil || dl.Reason != "filter_error" || outs[1].Subject != "herald.dlq.router" {
+		t.Errorf("dead-letter output %+v", outs[1])
+	}
+	if _, _, ok := r.ProcessWire(nil); ok {
+		t.Error("with a filter the wire fast path must decline")
 	}
 }

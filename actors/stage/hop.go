@@ -29,6 +29,14 @@ type Output struct {
 	// events it holds.
 	Data  []byte
 	Count int
+	// DeadLetter marks an output of events the stage gives up on: they go
+	// to Subject (a dead-letter subject) with the reason in headers.
+	DeadLetter *DeadLetter
+}
+
+// DeadLetter is the reason of a dead-letter output.
+type DeadLetter struct {
+	Reason, Detail string
 }
 
 func (o *Output) events() int {
@@ -144,6 +152,16 @@ func (h *Hop) publish(ctx context.Context, msg jetstream.Msg, batchID string, ou
 		if err != nil {
 			h.rejectMsg(ctx, msg, "encode", err)
 			return
+		}
+		if dl := o.DeadLetter; dl != nil {
+			for _, m := range msgs {
+				m.Header.Set(bus.HeaderDLQReason, dl.Reason)
+				m.Header.Set(bus.HeaderDLQDetail, dl.Detail)
+				m.Header.Set(bus.HeaderDLQStage, h.Name)
+				m.Header.Set(bus.HeaderDLQSubject, msg.Subject())
+			}
+			h.Metrics.DeadLettered(dl.Reason, o.events())
+			h.Log.Warn("events dead-lettered", "stage", h.Name, "reason", dl.Reason, "events", o.events(), "detail", dl.Detail)
 		}
 		for _, m := range msgs {
 			f, err := h.Bus.PublishAsync(ctx, m)

@@ -130,11 +130,15 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (a *App, err e
 			return nil, err
 		}
 	}
+	rt, err := a.newRouter()
+	if err != nil {
+		return nil, err
+	}
 	hops := []struct {
 		name, stream, durable, upstream string
 		proc                            stage.Processor
 	}{
-		{StageRouter, bus.StreamResolved, bus.ConsumerRouter, StageResolver, a.newRouter()},
+		{StageRouter, bus.StreamResolved, bus.ConsumerRouter, StageResolver, rt},
 		{StageResolver, bus.StreamEvents, bus.ConsumerResolver, StageClassifier, resolver.Processor{}},
 		{StageClassifier, bus.StreamRaw, bus.ConsumerClassifier, StageReceiver, classifier.Processor{}},
 	}
@@ -156,15 +160,22 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (a *App, err e
 	return a, nil
 }
 
-func (a *App) newRouter() *router.Router {
+func (a *App) newRouter() (*router.Router, error) {
 	var ts []router.Target
 	for name, t := range a.cfg.Targets {
-		ts = append(ts, router.Target{Name: name, Bit: t.Bit})
+		ts = append(ts, router.Target{Name: name, Bit: t.Bit, Filter: t.Filter})
 	}
-	r := router.New(ts)
+	var rules []router.Rule
+	for _, r := range a.cfg.Rules {
+		rules = append(rules, router.Rule{When: r.When, Receiver: r.Receiver, Mask: r.Mask, Add: r.Add})
+	}
+	r, err := router.New(ts, rules)
+	if err != nil {
+		return nil, err
+	}
 	m := a.metrics.Stage(StageRouter)
 	r.Unrouted = func(n int) { m.Rejected("unrouted", n) }
-	return r
+	return r, nil
 }
 
 func (a *App) startHop(ctx context.Context, name, stream, durable string, proc stage.Processor, upstreamLocal bool) error {
