@@ -158,7 +158,7 @@ sinks:
 `, true, true},
 		{"a syslog receiver with every key is valid", minimal + `
 receivers:
-  syslog: {type: syslog, tcp: "127.0.0.1:5514", udp: "127.0.0.1:5514", max_message_size: 1MiB, max_connections: 10, target_mask: 6}
+  syslog: {type: syslog, tcp: "127.0.0.1:5514", udp: "127.0.0.1:5514", max_message_size: 1MiB, max_connections: 10, target_mask: 4}
 `, true, true},
 		{"a word for an integer is rejected", minimal + "bus: {max_deliver: many}\n", false, false},
 		{"a mapping for a list is rejected", `
