@@ -140,4 +140,3 @@ func Value(v *schemas.Value) any {
 	}
 	return nil
 }
-
