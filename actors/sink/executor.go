@@ -43,7 +43,7 @@ type Executor struct {
 	Committed interface{ Add(float64) }
 	// Restarts counts the actor's restarts after a provider panicked.
 	Restarts interface{ Inc() }
-	Log       *slog.Logger
+	Log      *slog.Logger
 
 	system *actor.ActorSystem
 	pid    *actor.PID

@@ -248,4 +248,3 @@ func (h *Hop) Drain(ctx context.Context) {
 	case <-ctx.Done():
 	}
 }
-
