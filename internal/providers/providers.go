@@ -7,6 +7,7 @@ import (
 	"github.com/herald-router/herald/actors/sink"
 	"github.com/herald-router/herald/actors/sink/file"
 	"github.com/herald-router/herald/actors/sink/natssink"
+	"github.com/herald-router/herald/actors/sink/stdout"
 	"github.com/herald-router/herald/config"
 )
 
@@ -15,6 +16,7 @@ func Registry() *sink.Registry {
 	r := sink.NewRegistry()
 	file.Register(r)
 	natssink.Register(r)
+	stdout.Register(r)
 	return r
 }
 

@@ -1,5 +1,3 @@
-// Package format serializes events for the sinks that write text: ELAPI's
-// providers that serialize apart from writing. JSON is the first format.
 package format
 
 import (
