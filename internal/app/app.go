@@ -328,6 +328,17 @@ func (a *App) startHTTP() error {
 	return nil
 }
 
+// Reopen asks every sink that writes files to reopen them at its next
+// transaction (after logrotate moved them away).
+func (a *App) Reopen() {
+	for _, e := range a.executors {
+		if r, ok := e.Provider.(interface{ Reopen() }); ok {
+			r.Reopen()
+		}
+	}
+	a.log.Info("files will be reopened at the next write")
+}
+
 // Fatal delivers an error that must end the process (a stage that died).
 func (a *App) Fatal() <-chan error { return a.fatal }
 

@@ -83,11 +83,22 @@ func runCmd() *cobra.Command {
 			if err != nil {
 				return &exitError{1, err}
 			}
+			// SIGHUP and SIGUSR1 reopen the sinks' files, for logrotate.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
+			defer signal.Stop(hup)
 			var fatal error
-			select {
-			case <-ctx.Done():
-			case fatal = <-a.Fatal():
-				log.Error("fatal", "err", fatal)
+		wait:
+			for {
+				select {
+				case <-ctx.Done():
+					break wait
+				case <-hup:
+					a.Reopen()
+				case fatal = <-a.Fatal():
+					log.Error("fatal", "err", fatal)
+					break wait
+				}
 			}
 			stop() // a second signal now kills the process at once
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.D())
