@@ -7,6 +7,7 @@ import (
 	"github.com/herald-router/herald/actors/sink"
 	"github.com/herald-router/herald/actors/sink/file"
 	"github.com/herald-router/herald/actors/sink/natssink"
+	"github.com/herald-router/herald/actors/sink/postgres"
 	"github.com/herald-router/herald/actors/sink/stdout"
 	"github.com/herald-router/herald/config"
 )
@@ -17,6 +18,7 @@ func Registry() *sink.Registry {
 	file.Register(r)
 	natssink.Register(r)
 	stdout.Register(r)
+	postgres.Register(r)
 	return r
 }
 
