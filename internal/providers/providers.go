@@ -9,6 +9,7 @@ import (
 	"github.com/herald-router/herald/actors/sink/natssink"
 	"github.com/herald-router/herald/actors/sink/postgres"
 	"github.com/herald-router/herald/actors/sink/stdout"
+	"github.com/herald-router/herald/actors/sink/syslog"
 	"github.com/herald-router/herald/config"
 )
 
@@ -19,6 +20,7 @@ func Registry() *sink.Registry {
 	natssink.Register(r)
 	stdout.Register(r)
 	postgres.Register(r)
+	syslog.Register(r)
 	return r
 }
 
