@@ -362,6 +362,11 @@ func (d *decoder) validate(c *Config) {
 				d.errorf(p+".max_connections", "want at least 1, got %d", s.MaxConnections)
 			}
 		}
+		if v, ok := r.Options.(interface{ Validate() []FieldError }); ok {
+			for _, fe := range v.Validate() {
+				d.errorf(p+"."+fe.Field, "%s", fe.Reason)
+			}
+		}
 	}
 	if len(c.Targets) == 0 {
 		d.errorf("targets", "at least one target is needed")

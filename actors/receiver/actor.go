@@ -7,12 +7,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 )
 
-// Listener is what a receiver actor owns.
-type Listener interface {
-	Serve()
-	Shutdown(ctx context.Context)
-}
-
 // Actor is the thin shell of one listener: it starts serving when the actor
 // starts and shuts the listener down, bounded by Grace, when it stops.
 type Actor struct {

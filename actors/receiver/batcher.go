@@ -29,25 +29,34 @@ type Batcher struct {
 
 	mu       sync.Mutex
 	cur      []*schemas.Event
+	curDone  []func(error) // confirmation callbacks of cur, nil entries for Add
+	hasDone  bool
 	curBytes int
 	gen      uint64 // bumps at every flush, so a stale linger timer does nothing
 	closed   bool
 
-	out     chan []*schemas.Event
+	out     chan pending
 	confirm chan confirmation
 	done    chan struct{}
+}
+
+type pending struct {
+	events []*schemas.Event
+	done   []func(error) // nil when no record asked to be told
 }
 
 type confirmation struct {
 	futures []jetstream.PubAckFuture
 	events  int
+	done    []func(error)
+	err     error // set when the batch could not even be published
 }
 
 // NewBatcher starts a batcher publishing to subject.
 func NewBatcher(b *bus.Bus, subject string, maxEvents, maxBytes int, linger time.Duration, m *metrics.Stage, log *slog.Logger) *Batcher {
 	bt := &Batcher{
 		bus: b, subject: subject, maxEvents: maxEvents, maxBytes: maxBytes, linger: linger, m: m, log: log,
-		out:     make(chan []*schemas.Event, 16),
+		out:     make(chan pending, 16),
 		confirm: make(chan confirmation, 64),
 		done:    make(chan struct{}),
 	}
@@ -61,7 +70,12 @@ func NewBatcher(b *bus.Bus, subject string, maxEvents, maxBytes int, linger time
 const eventOverhead = 48
 
 // Add queues one record. It reports false if the batcher is closed.
-func (bt *Batcher) Add(ev *schemas.Event) bool {
+func (bt *Batcher) Add(ev *schemas.Event) bool { return bt.AddConfirmed(ev, nil) }
+
+// AddConfirmed queues one record and calls done (from another goroutine)
+// once the record is durably stored (nil) or could not be (an error). It
+// reports false, without calling done, if the batcher is closed.
+func (bt *Batcher) AddConfirmed(ev *schemas.Event, done func(error)) bool {
 	n := len(ev.Raw) + len(ev.Peer) + eventOverhead
 	bt.mu.Lock()
 	if bt.closed {
@@ -72,6 +86,13 @@ func (bt *Batcher) Add(ev *schemas.Event) bool {
 		bt.flushLocked()
 	}
 	bt.cur = append(bt.cur, ev)
+	if done != nil && !bt.hasDone {
+		bt.curDone = make([]func(error), len(bt.cur)-1, cap(bt.cur))
+		bt.hasDone = true
+	}
+	if bt.hasDone {
+		bt.curDone = append(bt.curDone, done)
+	}
 	bt.curBytes += n
 	if len(bt.cur) == 1 {
 		gen := bt.gen
@@ -97,25 +118,32 @@ func (bt *Batcher) flushGen(gen uint64) {
 // the intended back-pressure.
 // Lock must be held.
 func (bt *Batcher) flushLocked() {
-	batch := bt.cur
+	p := pending{events: bt.cur}
+	if bt.hasDone {
+		p.done = bt.curDone
+	}
 	bt.cur = make([]*schemas.Event, 0, min(bt.maxEvents, 1024))
+	bt.curDone, bt.hasDone = nil, false
 	bt.curBytes = 0
 	bt.gen++
-	bt.out <- batch
+	bt.out <- p
 }
 
 func (bt *Batcher) publishLoop() {
 	defer close(bt.confirm)
 	ctx := context.Background()
-	for batch := range bt.out {
+	for p := range bt.out {
+		batch := p.events
+		c := confirmation{events: len(batch), done: p.done}
 		msgs, err := bus.EncodeBatches(bt.subject, ids.New(time.Now()), batch, bt.maxBytes+bt.maxBytes/4)
 		if err != nil {
 			// Cannot happen for valid events; count it rather than hide it.
 			bt.log.Error("encoding a raw batch failed", "err", err, "events", len(batch))
 			bt.m.Rejected("encode", len(batch))
+			c.err = err
+			bt.confirm <- c
 			continue
 		}
-		c := confirmation{events: len(batch)}
 		for _, m := range msgs {
 			f, err := bt.bus.PublishAsync(ctx, m)
 			if err != nil {
@@ -124,6 +152,7 @@ func (bt *Batcher) publishLoop() {
 				if err := bt.bus.Publish(ctx, m); err != nil {
 					bt.log.Error("publishing raw batch failed", "err", err)
 					bt.m.Rejected("publish", len(batch))
+					c.err = err
 				}
 				continue
 			}
@@ -137,17 +166,22 @@ func (bt *Batcher) confirmLoop() {
 	defer close(bt.done)
 	ctx := context.Background()
 	for c := range bt.confirm {
-		ok := true
+		err := c.err
 		for _, f := range c.futures {
-			if err := bt.bus.Confirm(ctx, f); err != nil {
-				ok = false
-				bt.log.Error("raw batch not stored", "err", err)
+			if cerr := bt.bus.Confirm(ctx, f); cerr != nil {
+				err = cerr
+				bt.log.Error("raw batch not stored", "err", cerr)
 			}
 		}
-		if ok {
+		if err == nil {
 			bt.m.Published.Add(float64(c.events))
-		} else {
+		} else if c.err == nil {
 			bt.m.Rejected("publish", c.events)
+		}
+		for _, done := range c.done {
+			if done != nil {
+				done(err)
+			}
 		}
 	}
 }

@@ -73,10 +73,9 @@ type txResponse struct{ res Result }
 func (e *Executor) Start(system *actor.ActorSystem) error {
 	e.system = system
 	props := actor.PropsFromProducer(func() actor.Actor { return &executorActor{e: e} })
-	pid, err := system.Root.SpawnNamed(props, "sink-"+e.Name)
-	if err != nil {
-		return fmt.Errorf("spawn sink %s: %w", e.Name, err)
-	}
+	// A prefix, not a fixed name: a reload starts the new actor before the
+	// old one stops.
+	pid := system.Root.SpawnPrefix(props, "sink-"+e.Name+"-")
 	e.pid = pid
 	return nil
 }

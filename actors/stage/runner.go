@@ -91,10 +91,9 @@ func (r *Runner) Start(system *actor.ActorSystem) error {
 	parentProps := actor.PropsFromProducer(func() actor.Actor {
 		return &supervisor{r: r, started: started}
 	}, actor.WithSupervisor(sup))
-	pid, err := system.Root.SpawnNamed(parentProps, "stage-"+r.Name)
-	if err != nil {
-		return fmt.Errorf("spawn stage %s: %w", r.Name, err)
-	}
+	// A prefix, not a fixed name: a reload starts the new actor before the
+	// old one stops.
+	pid := system.Root.SpawnPrefix(parentProps, "stage-"+r.Name+"-")
 	r.parent = pid
 	select {
 	case r.child = <-started:

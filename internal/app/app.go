@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -66,12 +67,17 @@ func ParseStages(s string) ([]string, error) {
 type Options struct {
 	Stages   []string
 	Registry *sink.Registry
-	Log      *slog.Logger
+	// Receivers makes the receivers; nil means the syslog receiver only.
+	Receivers *receiver.Registry
+	// Kinds decode receivers and sinks when the config is reloaded.
+	Kinds config.Kinds
+	Log   *slog.Logger
 }
 
-// App is a running herald process.
+// App is a running herald process: the parts that live as long as the
+// process (bus, metrics, HTTP, actor system) and the current generation of
+// stages, which a reload replaces.
 type App struct {
-	cfg     *config.Config
 	opts    Options
 	log     *slog.Logger
 	bus     *bus.Bus
@@ -79,16 +85,31 @@ type App struct {
 	system  *actor.ActorSystem
 	http    *http.Server
 
-	receivers []*actor.PID
-	executors []*sink.Executor
-	syslogs   []*receiver.Syslog
-	batchers  []*receiver.Batcher
-	// stages in pipeline order, each with the consumers it drains.
-	runners []*runnerInfo
+	mu  sync.Mutex // serialises Reload and Shutdown; guards gen
+	gen *generation
 
 	ready atomic.Bool
 	fatal chan error
 	once  sync.Once
+}
+
+// generation is the stages one config made.
+type generation struct {
+	cfg *config.Config
+	// what this generation took over from its predecessor: given back if
+	// it fails to start.
+	inheritedSinks     []*sink.Executor
+	inheritedReceivers map[string]bool
+	receivers          map[string]*receiverUnit
+	// runners in pipeline order (upstream first).
+	runners   []*runnerInfo
+	executors []*sink.Executor
+}
+
+type receiverUnit struct {
+	cfg     *config.Receiver
+	pid     *actor.PID
+	batcher *receiver.Batcher
 }
 
 type runnerInfo struct {
@@ -101,14 +122,14 @@ type runnerInfo struct {
 
 // Start builds and starts everything; on error what was started is stopped.
 func Start(ctx context.Context, cfg *config.Config, opts Options) (a *App, err error) {
-	a = &App{cfg: cfg, opts: opts, log: opts.Log, metrics: metrics.New(), fatal: make(chan error, 1)}
+	a = &App{opts: opts, log: opts.Log, metrics: metrics.New(), fatal: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			a.stopNow()
 			a = nil
 		}
 	}()
-	if err := a.startHTTP(); err != nil {
+	if err := a.startHTTP(cfg); err != nil {
 		return nil, err
 	}
 	if a.bus, err = bus.Open(ctx, cfg.Bus, a.log); err != nil {
@@ -117,56 +138,79 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (a *App, err e
 	if u := a.bus.ClientURL(); u != "" {
 		a.log.Info("embedded nats listening", "url", u, "data_dir", cfg.Bus.Embedded.DataDir)
 	}
-	if err := a.bus.Declare(ctx, cfg.TargetNames()); err != nil {
-		return nil, err
-	}
 	a.system = actor.NewActorSystem(actor.WithLoggerFactory(func(s *actor.ActorSystem) *slog.Logger {
 		return slog.New(protoactorLogHandler{a.log.Handler()}).With("component", "protoactor")
 	}))
-	has := func(s string) bool { return slices.Contains(opts.Stages, s) }
-	// Downstream first, so that nothing waits on a stage not yet running.
-	if has(StageSink) {
-		if err := a.startSinks(ctx, has(StageRouter)); err != nil {
-			return nil, err
-		}
-	}
-	rt, err := a.newRouter()
-	if err != nil {
+	g := &generation{cfg: cfg, receivers: map[string]*receiverUnit{}}
+	a.gen = g
+	if err := a.startGeneration(ctx, g, nil); err != nil {
 		return nil, err
-	}
-	hops := []struct {
-		name, stream, durable, upstream string
-		proc                            stage.Processor
-	}{
-		{StageRouter, bus.StreamResolved, bus.ConsumerRouter, StageResolver, rt},
-		{StageResolver, bus.StreamEvents, bus.ConsumerResolver, StageClassifier, resolver.Processor{}},
-		{StageClassifier, bus.StreamRaw, bus.ConsumerClassifier, StageReceiver, classifier.Processor{}},
-	}
-	for _, h := range hops {
-		if !has(h.name) {
-			continue
-		}
-		if err := a.startHop(ctx, h.name, h.stream, h.durable, h.proc, has(h.upstream)); err != nil {
-			return nil, err
-		}
-	}
-	if has(StageReceiver) {
-		if err := a.startReceivers(); err != nil {
-			return nil, err
-		}
 	}
 	a.ready.Store(true)
 	a.log.Info("herald started", "stages", strings.Join(opts.Stages, ","), "config", cfg.Path)
 	return a, nil
 }
 
-func (a *App) newRouter() (*router.Router, error) {
+func (a *App) has(s string) bool { return slices.Contains(a.opts.Stages, s) }
+
+// startGeneration starts g's stages, downstream first so that nothing waits
+// on a stage not yet running. Receivers whose config is the same in old are
+// taken over as they are (no gap in listening); those that changed are
+// stopped in old and started anew. On error, what g started is stopped and
+// old keeps running.
+func (a *App) startGeneration(ctx context.Context, g, old *generation) (err error) {
+	defer func() {
+		if err != nil {
+			if old != nil {
+				a.giveBack(g, old)
+			}
+			a.stopGeneration(g, nil)
+		}
+	}()
+	if err := a.bus.Declare(ctx, g.cfg.TargetNames()); err != nil {
+		return err
+	}
+	if a.has(StageSink) {
+		if err := a.startSinks(ctx, g, old); err != nil {
+			return err
+		}
+	}
+	rt, err := a.newRouter(g.cfg)
+	if err != nil {
+		return err
+	}
+	res := resolver.Processor{}
+	hops := []struct {
+		name, stream, durable, upstream string
+		proc                            stage.Processor
+	}{
+		{StageRouter, bus.StreamResolved, bus.ConsumerRouter, StageResolver, rt},
+		{StageResolver, bus.StreamEvents, bus.ConsumerResolver, StageClassifier, res},
+		{StageClassifier, bus.StreamRaw, bus.ConsumerClassifier, StageReceiver, classifier.Processor{}},
+	}
+	for _, h := range hops {
+		if !a.has(h.name) {
+			continue
+		}
+		if err := a.startHop(ctx, g, h.name, h.stream, h.durable, h.proc); err != nil {
+			return err
+		}
+	}
+	if a.has(StageReceiver) {
+		if err := a.startReceivers(g, old); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *App) newRouter(cfg *config.Config) (*router.Router, error) {
 	var ts []router.Target
-	for name, t := range a.cfg.Targets {
+	for name, t := range cfg.Targets {
 		ts = append(ts, router.Target{Name: name, Bit: t.Bit, Filter: t.Filter})
 	}
 	var rules []router.Rule
-	for _, r := range a.cfg.Rules {
+	for _, r := range cfg.Rules {
 		rules = append(rules, router.Rule{When: r.When, Receiver: r.Receiver, Mask: r.Mask, Add: r.Add})
 	}
 	r, err := router.New(ts, rules)
@@ -178,21 +222,22 @@ func (a *App) newRouter() (*router.Router, error) {
 	return r, nil
 }
 
-func (a *App) startHop(ctx context.Context, name, stream, durable string, proc stage.Processor, upstreamLocal bool) error {
+func (a *App) startHop(ctx context.Context, g *generation, name, stream, durable string, proc stage.Processor) error {
 	cons, err := a.bus.Consumer(ctx, stream, durable)
 	if err != nil {
 		return err
 	}
 	m := a.metrics.Stage(name)
 	h := &stage.Hop{
-		Name: name, Bus: a.bus, Proc: proc, MaxBytes: int(a.cfg.Batch.MaxBytes) * 4,
-		MaxDeliver: a.cfg.Bus.MaxDeliver, Metrics: m, Log: a.log,
+		Name: name, Bus: a.bus, Proc: proc, MaxBytes: int(g.cfg.Batch.MaxBytes) * 4,
+		MaxDeliver: g.cfg.Bus.MaxDeliver, Metrics: m, Log: a.log,
 	}
 	h.Init(bus.MaxAckPending)
-	return a.startRunner(name, []jetstream.Consumer{cons}, h, m, upstreamLocal)
+	upstream := map[string]string{StageRouter: StageResolver, StageResolver: StageClassifier, StageClassifier: StageReceiver}[name]
+	return a.startRunner(g, name, []jetstream.Consumer{cons}, h, m, a.has(upstream))
 }
 
-func (a *App) startRunner(name string, cons []jetstream.Consumer, h stage.Handler, m *metrics.Stage, upstreamLocal bool) error {
+func (a *App) startRunner(g *generation, name string, cons []jetstream.Consumer, h stage.Handler, m *metrics.Stage, upstreamLocal bool) error {
 	r := &stage.Runner{
 		Name: name, Consumers: cons, Handler: h, Metrics: m, Log: a.log,
 		OnFatal: func(err error) {
@@ -206,22 +251,32 @@ func (a *App) startRunner(name string, cons []jetstream.Consumer, h stage.Handle
 		return err
 	}
 	// Prepend: runners end up in pipeline order (upstream first).
-	a.runners = append([]*runnerInfo{{stage: name, runner: r, upstreamLocal: upstreamLocal}}, a.runners...)
+	g.runners = append([]*runnerInfo{{stage: name, runner: r, upstreamLocal: upstreamLocal}}, g.runners...)
 	return nil
 }
 
 // startSinks starts one actor per sink used by any target (an Executor,
 // the only caller of its provider) and, per target, a Chain fed by the
 // target's durable consumer that hands batches along the target's fail-over
-// chain of sinks.
-func (a *App) startSinks(ctx context.Context, routerLocal bool) error {
+// chain of sinks. A sink whose config is the same in old is taken over, so
+// one destination never has two writers.
+func (a *App) startSinks(ctx context.Context, g, old *generation) error {
+	cfg := g.cfg
 	execs := map[string]*sink.Executor{}
-	for _, t := range a.cfg.TargetNames() {
-		for _, name := range a.cfg.Targets[t].Sinks {
+	for _, t := range cfg.TargetNames() {
+		for _, name := range cfg.Targets[t].Sinks {
 			if execs[name] != nil {
 				continue
 			}
-			p, err := a.opts.Registry.New(sink.Env{Name: name, Config: a.cfg, Log: a.log, NATS: a.bus.NC}, a.cfg.Sinks[name])
+			if old != nil && reflect.DeepEqual(old.cfg.Sinks[name], cfg.Sinks[name]) {
+				if i := slices.IndexFunc(old.executors, func(e *sink.Executor) bool { return e.Name == name }); i >= 0 {
+					execs[name] = old.executors[i]
+					g.inheritedSinks = append(g.inheritedSinks, old.executors[i])
+					old.executors = slices.Delete(old.executors, i, i+1)
+					continue
+				}
+			}
+			p, err := a.opts.Registry.New(sink.Env{Name: name, Config: cfg, Log: a.log, NATS: a.bus.NC}, cfg.Sinks[name])
 			if err != nil {
 				return err
 			}
@@ -236,67 +291,180 @@ func (a *App) startSinks(ctx context.Context, routerLocal bool) error {
 				return err
 			}
 			execs[name] = e
-			a.executors = append(a.executors, e)
+			g.executors = append(g.executors, e)
 		}
 	}
-	for _, t := range a.cfg.TargetNames() {
+	for _, t := range cfg.TargetNames() {
 		cons, err := a.bus.Consumer(ctx, bus.StreamTargets, bus.SinkConsumer(t))
 		if err != nil {
 			return err
 		}
 		var chain []*sink.Executor
-		for _, name := range a.cfg.Targets[t].Sinks {
+		for _, name := range cfg.Targets[t].Sinks {
 			chain = append(chain, execs[name])
 		}
 		stageName := "target." + t
 		m := a.metrics.Stage(stageName)
 		c := &sink.Chain{
-			Target: t, Sinks: chain, Bus: a.bus, MaxBytes: int(a.cfg.Batch.MaxBytes) * 4,
-			MaxDeliver: a.cfg.Bus.MaxDeliver, AckWait: a.cfg.Bus.AckWait.D(), Metrics: m,
+			Target: t, Sinks: chain, Bus: a.bus, MaxBytes: int(cfg.Batch.MaxBytes) * 4,
+			MaxDeliver: cfg.Bus.MaxDeliver, AckWait: cfg.Bus.AckWait.D(), Metrics: m,
 			Backlog: a.metrics.TargetBacklog.WithLabelValues(t), Consumer: cons, Log: a.log,
 		}
-		if err := a.startRunner(stageName, []jetstream.Consumer{cons}, c, m, routerLocal); err != nil {
+		if err := a.startRunner(g, stageName, []jetstream.Consumer{cons}, c, m, a.has(StageRouter)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (a *App) startReceivers() error {
-	for _, name := range sortedNames(a.cfg.Receivers) {
-		rc := a.cfg.Receivers[name]
-		so, ok := rc.Options.(*config.SyslogReceiver)
-		if !ok {
-			return fmt.Errorf("receiver %s: type %s is not supported yet", name, rc.Type)
+// startReceivers starts g's receivers, taking over those of old whose
+// config did not change.
+func (a *App) startReceivers(g, old *generation) error {
+	for _, name := range sortedNames(g.cfg.Receivers) {
+		rc := g.cfg.Receivers[name]
+		if old != nil {
+			if u := old.receivers[name]; u != nil {
+				if reflect.DeepEqual(u.cfg, rc) {
+					g.receivers[name] = u
+					if g.inheritedReceivers == nil {
+						g.inheritedReceivers = map[string]bool{}
+					}
+					g.inheritedReceivers[name] = true
+					delete(old.receivers, name)
+					continue
+				}
+				// Changed: the old listener must let go of its address first.
+				a.stopReceiver(context.Background(), name, u)
+				delete(old.receivers, name)
+			}
 		}
 		m := a.metrics.Stage(StageReceiver + "." + name)
-		bt := receiver.NewBatcher(a.bus, bus.RawSubject(name), a.cfg.Batch.MaxEvents, int(a.cfg.Batch.MaxBytes),
-			a.cfg.Batch.Linger.D(), m, a.log)
-		a.batchers = append(a.batchers, bt)
-		s := &receiver.Syslog{
-			Name: name, TCPAddr: so.TCP, UDPAddr: so.UDP, MaxMessageSize: int(so.MaxMessageSize),
-			MaxConnections: so.MaxConnections, TargetMask: so.TargetMask, Batcher: bt, Metrics: m,
-			Connections: a.metrics.Connections.WithLabelValues(name), Log: a.log,
+		bt := receiver.NewBatcher(a.bus, bus.RawSubject(name), g.cfg.Batch.MaxEvents, int(g.cfg.Batch.MaxBytes),
+			g.cfg.Batch.Linger.D(), m, a.log)
+		reg := a.opts.Receivers
+		if reg == nil {
+			reg = receiver.NewRegistry()
+			receiver.RegisterSyslog(reg)
 		}
-		if err := s.Listen(); err != nil {
+		l, err := reg.New(receiver.Env{Name: name, Config: g.cfg, Bus: a.bus, Batcher: bt, Metrics: m,
+			Connections: a.metrics.Connections.WithLabelValues(name), Log: a.log}, rc)
+		if err == nil {
+			err = l.Listen()
+		}
+		if err != nil {
+			_ = bt.Close(context.Background())
 			return err
 		}
-		a.syslogs = append(a.syslogs, s)
-		pid, err := a.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-			return &receiver.Actor{L: s, Grace: 5 * time.Second}
-		}), "receiver-"+name)
-		if err != nil {
-			s.Shutdown(context.Background())
-			return fmt.Errorf("receiver %s: %w", name, err)
-		}
-		a.receivers = append(a.receivers, pid)
-		a.log.Info("receiver listening", "receiver", name, "tcp", so.TCP, "udp", so.UDP)
+		pid := a.system.Root.SpawnPrefix(actor.PropsFromProducer(func() actor.Actor {
+			return &receiver.Actor{L: l, Grace: 5 * time.Second}
+		}), "receiver-"+name+"-")
+		g.receivers[name] = &receiverUnit{cfg: rc, pid: pid, batcher: bt}
+		a.log.Info("receiver started", "receiver", name, "type", rc.Type)
 	}
 	return nil
 }
 
-func (a *App) startHTTP() error {
-	if a.cfg.Metrics.Listen == "" {
+// giveBack returns to old what g took over, so stopping g leaves it alone.
+func (a *App) giveBack(g, old *generation) {
+	old.executors = append(old.executors, g.inheritedSinks...)
+	g.inheritedSinks = nil
+	for name := range g.inheritedReceivers {
+		old.receivers[name] = g.receivers[name]
+		delete(g.receivers, name)
+	}
+	g.inheritedReceivers = nil
+}
+
+// stopReceiver stops a listener (its actor shuts it down) and flushes its
+// batcher.
+func (a *App) stopReceiver(ctx context.Context, name string, u *receiverUnit) {
+	_ = a.system.Root.PoisonFuture(u.pid).Wait()
+	if err := u.batcher.Close(ctx); err != nil {
+		a.log.Error("receiver flush incomplete; records still in memory are lost", "receiver", name, "err", err)
+	}
+}
+
+// Reload replaces the running stages with ones made from cfg: the new
+// stages start first, on the same durable consumers, then the old ones
+// drain what they hold and stop; what is in flight is finished or
+// redelivered, never lost. Receivers whose config did not change keep
+// listening throughout. Changes to bus and metrics need a restart and are
+// only reported.
+func (a *App) Reload(ctx context.Context, cfg *config.Config) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.gen
+	if old == nil {
+		return errors.New("shutting down")
+	}
+	if !reflect.DeepEqual(old.cfg.Bus, cfg.Bus) {
+		a.log.Warn("reload: bus settings changed; they take effect at the next restart")
+	}
+	if !reflect.DeepEqual(old.cfg.Metrics, cfg.Metrics) {
+		a.log.Warn("reload: metrics settings changed; they take effect at the next restart")
+	}
+	g := &generation{cfg: cfg, receivers: map[string]*receiverUnit{}}
+	if err := a.startGeneration(ctx, g, old); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	g.executors = append(g.executors, g.inheritedSinks...)
+	g.inheritedSinks, g.inheritedReceivers = nil, nil
+	a.gen = g
+	a.stopGeneration(old, ctx)
+	a.log.Info("reloaded", "config", cfg.Path)
+	return nil
+}
+
+// ReloadFile reads the config file again and reloads it. An invalid file
+// changes nothing: every problem is logged with its position and returned.
+func (a *App) ReloadFile(ctx context.Context) error {
+	a.mu.Lock()
+	if a.gen == nil {
+		a.mu.Unlock()
+		return errors.New("shutting down")
+	}
+	path := a.gen.cfg.Path
+	a.mu.Unlock()
+	cfg, err := config.Load(path, a.opts.Kinds)
+	if err != nil {
+		var ce *config.Errors
+		if errors.As(err, &ce) {
+			for _, e := range ce.List {
+				a.log.Error("reload refused: config problem; the running config stays", "problem", e.Error())
+			}
+		} else {
+			a.log.Error("reload refused; the running config stays", "err", err)
+		}
+		return err
+	}
+	if err := a.Reload(ctx, cfg); err != nil {
+		a.log.Error("reload failed; the running config stays", "err", err)
+		return err
+	}
+	return nil
+}
+
+// stopGeneration stops what g runs without waiting for queues to empty
+// (the successor, if any, carries on with them). A nil ctx stops at once.
+func (a *App) stopGeneration(g *generation, ctx context.Context) {
+	if ctx == nil {
+		c, cancel := context.WithCancel(context.Background())
+		cancel()
+		ctx = c
+	}
+	for _, name := range sortedNames(g.receivers) {
+		a.stopReceiver(ctx, name, g.receivers[name])
+	}
+	for _, ri := range g.runners {
+		ri.runner.Drain(ctx)
+	}
+	for _, e := range g.executors {
+		e.Stop(ctx)
+	}
+}
+
+func (a *App) startHTTP(cfg *config.Config) error {
+	if cfg.Metrics.Listen == "" {
 		return nil
 	}
 	mux := http.NewServeMux()
@@ -309,15 +477,26 @@ func (a *App) startHTTP() error {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	if a.cfg.Metrics.Pprof {
+	mux.HandleFunc("/reload", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			http.Error(w, "POST to reload the config", http.StatusMethodNotAllowed)
+			return
+		}
+		if err := a.ReloadFile(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+			return
+		}
+		_, _ = w.Write([]byte("reloaded\n"))
+	})
+	if cfg.Metrics.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	ln, err := net.Listen("tcp", a.cfg.Metrics.Listen)
+	ln, err := net.Listen("tcp", cfg.Metrics.Listen)
 	if err != nil {
-		return fmt.Errorf("metrics listen %s: %w", a.cfg.Metrics.Listen, err)
+		return fmt.Errorf("metrics listen %s: %w", cfg.Metrics.Listen, err)
 	}
 	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -331,7 +510,12 @@ func (a *App) startHTTP() error {
 // Reopen asks every sink that writes files to reopen them at its next
 // transaction (after logrotate moved them away).
 func (a *App) Reopen() {
-	for _, e := range a.executors {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.gen == nil {
+		return
+	}
+	for _, e := range a.gen.executors {
 		if r, ok := e.Provider.(interface{ Reopen() }); ok {
 			r.Reopen()
 		}
@@ -351,22 +535,23 @@ func (a *App) Shutdown(ctx context.Context) {
 	a.once.Do(func() {
 		a.ready.Store(false)
 		a.log.Info("shutting down")
-		for _, pid := range a.receivers {
-			_ = a.system.Root.PoisonFuture(pid).Wait()
-		}
-		for _, bt := range a.batchers {
-			if err := bt.Close(ctx); err != nil {
-				a.log.Error("receiver flush incomplete; records still in memory are lost", "err", err)
+		a.mu.Lock()
+		g := a.gen
+		a.gen = nil
+		a.mu.Unlock()
+		if g != nil {
+			for _, name := range sortedNames(g.receivers) {
+				a.stopReceiver(ctx, name, g.receivers[name])
 			}
-		}
-		for _, ri := range a.runners {
-			if ri.upstreamLocal {
-				a.waitEmpty(ctx, ri)
+			for _, ri := range g.runners {
+				if ri.upstreamLocal {
+					a.waitEmpty(ctx, ri)
+				}
+				ri.runner.Drain(ctx)
 			}
-			ri.runner.Drain(ctx)
-		}
-		for _, e := range a.executors {
-			e.Stop(ctx)
+			for _, e := range g.executors {
+				e.Stop(ctx)
+			}
 		}
 		a.closeRest()
 		a.log.Info("stopped")
@@ -401,19 +586,8 @@ func (a *App) waitEmpty(ctx context.Context, ri *runnerInfo) {
 // stopNow stops without draining (start-up failure).
 func (a *App) stopNow() {
 	a.once.Do(func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		for _, s := range a.syslogs {
-			s.Shutdown(ctx)
-		}
-		for _, bt := range a.batchers {
-			_ = bt.Close(ctx)
-		}
-		for _, ri := range a.runners {
-			ri.runner.Stop()
-		}
-		for _, e := range a.executors {
-			e.Stop(ctx)
+		if a.gen != nil {
+			a.stopGeneration(a.gen, nil)
 		}
 		a.closeRest()
 	})

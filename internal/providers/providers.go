@@ -4,6 +4,7 @@
 package providers
 
 import (
+	"github.com/herald-router/herald/actors/receiver"
 	"github.com/herald-router/herald/actors/sink"
 	"github.com/herald-router/herald/actors/sink/file"
 	"github.com/herald-router/herald/actors/sink/natssink"
@@ -24,10 +25,17 @@ func Registry() *sink.Registry {
 	return r
 }
 
-// Kinds returns the config kinds for the receivers and for r's sinks.
+// Receivers returns a registry holding every receiver kind.
+func Receivers() *receiver.Registry {
+	r := receiver.NewRegistry()
+	receiver.RegisterSyslog(r)
+	return r
+}
+
+// Kinds returns the config kinds for every receiver and for r's sinks.
 func Kinds(r *sink.Registry) config.Kinds {
 	return config.Kinds{
-		Receivers: map[string]func() any{"syslog": func() any { return config.DefaultSyslogReceiver() }},
+		Receivers: Receivers().ConfigKinds(),
 		Sinks:     r.ConfigKinds(),
 	}
 }

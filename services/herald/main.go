@@ -79,11 +79,12 @@ func runCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			a, err := app.Start(ctx, cfg, app.Options{Stages: st, Registry: reg, Log: log})
+			a, err := app.Start(ctx, cfg, app.Options{Stages: st, Registry: reg, Receivers: providers.Receivers(), Kinds: kinds(reg), Log: log})
 			if err != nil {
 				return &exitError{1, err}
 			}
-			// SIGHUP and SIGUSR1 reopen the sinks' files, for logrotate.
+			// SIGHUP reloads the config (an invalid file changes nothing) and
+			// reopens the sinks' files; SIGUSR1 only reopens them, for logrotate.
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
 			defer signal.Stop(hup)
@@ -93,7 +94,10 @@ func runCmd() *cobra.Command {
 				select {
 				case <-ctx.Done():
 					break wait
-				case <-hup:
+				case sig := <-hup:
+					if sig == syscall.SIGHUP {
+						_ = a.ReloadFile(context.Background())
+					}
 					a.Reopen()
 				case fatal = <-a.Fatal():
 					log.Error("fatal", "err", fatal)
