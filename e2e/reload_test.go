@@ -116,6 +116,12 @@ func TestReloadUnderLoadLosesNothingAndAnInvalidFileChangesNothing(t *testing.T)
 	write(reloadConfig(natsPort, metricsPort, syslogPort, "one", `host == "host1"`, true))
 	hup()
 	reloaded(1)
+	eventually(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if fi, err := os.Stat(filepath.Join(dir, "out/audit.jsonl")); err != nil || fi.Size() == 0 {
+			return fmt.Errorf("audit.jsonl has nothing yet")
+		}
+		return nil
+	})
 	// 2: an invalid file: refused, the running config stays.
 	waitSent(30000)
 	write("targets: {log: {bit: 4, sinks: [nowhere]}\n")
@@ -130,11 +136,18 @@ func TestReloadUnderLoadLosesNothingAndAnInvalidFileChangesNothing(t *testing.T)
 	if h.exited() {
 		t.Fatal("an invalid config made herald exit")
 	}
-	// 3: change the log target's sink.
+	// 3: change the log target's sink, and wait until the new sink has
+	// written something (the pipeline may lag the sender on a busy machine).
 	waitSent(45000)
 	write(reloadConfig(natsPort, metricsPort, syslogPort, "two", `host == "host1"`, true))
 	hup()
 	reloaded(2)
+	eventually(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if fi, err := os.Stat(filepath.Join(dir, "out/two.jsonl")); err != nil || fi.Size() == 0 {
+			return fmt.Errorf("two.jsonl has nothing yet")
+		}
+		return nil
+	})
 	// 4: change the audit filter (now nothing passes it).
 	waitSent(60000)
 	write(reloadConfig(natsPort, metricsPort, syslogPort, "two", `host == "nobody"`, true))
