@@ -30,6 +30,9 @@ type Config struct {
 	Targets map[string]*Target `yaml:"targets"`
 	// Sinks are the writers, by name; a sink may serve several targets.
 	Sinks map[string]*Sink `yaml:"sinks"`
+	// Resolver configures the stage that makes each event final: templates,
+	// the R_ attributes it fills, their time format and zone.
+	Resolver Resolver `yaml:"resolver"`
 	// Rules set the target mask of records from receivers by their
 	// attributes (facility, severity, class, host, program ...), in order,
 	// first match wins. Default: none (each receiver's target_mask).
@@ -187,6 +190,7 @@ func Default() *Config {
 		Metrics:         Metrics{Listen: "127.0.0.1:9464"},
 		ShutdownTimeout: Duration(30 * time.Second),
 		MemoryLimit:     170 << 20,
+		Resolver:        defaultResolver(),
 	}
 }
 
@@ -394,6 +398,7 @@ func (d *decoder) validate(c *Config) {
 		}
 	}
 	d.validateRouting(c)
+	d.validateResolver(c)
 	for _, name := range sortedKeys(c.Sinks) {
 		if !nameOK(name) {
 			d.errorf("sinks."+name, "name %q: use letters, digits, _ and -", name)

@@ -1,12 +1,14 @@
 package resolver
 
 import (
+	"slices"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-router/herald/bus"
+	"github.com/herald-router/herald/config"
 	"github.com/herald-router/herald/schemas"
 )
 
@@ -45,26 +47,85 @@ func TestResolveGivesIDsAndTimeOnce(t *testing.T) {
 	}
 }
 
-// The wire fast path must produce exactly what Process produces.
+// wireBatches are batches the wire path must either decline or resolve
+// exactly as Process does.
+func wireBatches() map[string]*schemas.Batch {
+	now := time.Date(2026, 11, 26, 6, 0, 0, 0, time.UTC).UnixNano()
+	ev := func(fields ...*schemas.Field) *schemas.Event {
+		return &schemas.Event{Message: "m", ReceivedUnixNano: now, Fields: fields}
+	}
+	f := func(k string, v *schemas.Value) *schemas.Field { return &schemas.Field{Key: k, Value: v} }
+	s := func(x string) *schemas.Value { return &schemas.Value{Kind: &schemas.Value_Str{Str: x}} }
+	i := func(x int64) *schemas.Value { return &schemas.Value{Kind: &schemas.Value_Int{Int: x}} }
+	return map[string]*schemas.Batch{
+		"plain":                 sampleBatch(),
+		"a resolvable key":      {Id: "b1", Events: []*schemas.Event{ev(f("R_stamp__", s("")))}},
+		"a reserved key":        {Id: "b2", Events: []*schemas.Event{ev(f("__host__", s("x")))}},
+		"a template named":      {Id: "b3", Events: []*schemas.Event{ev(f("__template__", s("web")))}},
+		"a text R_time__":       {Id: "b4", Events: []*schemas.Event{ev(f("R_time__", s("")), f("user", s("ann")))}},
+		"a null R_time__":       {Id: "b5", Events: []*schemas.Event{ev(f("R_time__", &schemas.Value{}))}},
+		"resolved, other R_":    {Id: "b6", Events: []*schemas.Event{ev(f("R_time__", i(5)), f("R_message__", s("%(x)")))}},
+		"a second R_time__":     {Id: "b7", Events: []*schemas.Event{ev(f("R_time__", s("")), f("R_time__", i(5)))}},
+		"keys that only look R": {Id: "b8", Events: []*schemas.Event{ev(f("r_stamp__", s("")), f("_host__", s("")), f("R", s("")))}},
+		"one bad event of many": {Id: "b9", Events: append(sampleBatch().Events, ev(f("R_loco__", s(""))))},
+	}
+}
+
+// The wire fast path must produce exactly what Process produces, or
+// decline; it must take the plain batches, which are most of the traffic.
 func TestProcessWireEqualsProcess(t *testing.T) {
-	data, err := proto.Marshal(sampleBatch())
+	templated, err := New(config.Resolver{Zone: "UTC", Templates: map[string]*config.Template{
+		"web": {Fields: map[string]config.FieldText{"app": "shop"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, outs, ok := Processor{}.ProcessWire(data)
-	if !ok || id != "raw-42" || len(outs) != 1 || outs[0].Subject != bus.SubjectResolved {
-		t.Fatalf("ProcessWire = %q %v %v", id, outs, ok)
+	withDefault, err := New(config.Resolver{Zone: "UTC", DefaultTemplate: "web", Templates: map[string]*config.Template{
+		"web": {Fields: map[string]config.FieldText{"app": "shop"}}}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	want := sampleBatch()
-	_, _ = Processor{}.Process(want)
-	for i, enc := range outs[0].Encoded {
-		var got schemas.Event
-		if err := proto.Unmarshal(enc, &got); err != nil {
-			t.Fatalf("event %d does not decode: %v", i, err)
-		}
-		if !proto.Equal(&got, want.Events[i]) {
-			t.Errorf("event %d:\n wire    %v\n process %v", i, &got, want.Events[i])
-		}
+	for _, tc := range []struct {
+		name  string
+		proc  Processor
+		fast  []string // batches the wire path must take
+		never bool     // the wire path must decline everything
+	}{
+		{"the zero processor takes plain batches", Processor{}, []string{"plain", "resolved, other R_", "keys that only look R"}, false},
+		{"named templates alone do not slow plain batches", templated, []string{"plain", "keys that only look R"}, false},
+		{"a default template sends everything to Process", withDefault, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for name, batch := range wireBatches() {
+				data, err := proto.Marshal(batch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				id, outs, ok := tc.proc.ProcessWire(data)
+				if !ok {
+					if slices.Contains(tc.fast, name) {
+						t.Errorf("%s: declined, want the fast path", name)
+					}
+					continue
+				}
+				if tc.never {
+					t.Errorf("%s: taken, want it declined", name)
+				}
+				if id != batch.Id || len(outs) != 1 || outs[0].Subject != bus.SubjectResolved {
+					t.Fatalf("%s: ProcessWire = %q %v", name, id, outs)
+				}
+				want := proto.Clone(batch).(*schemas.Batch)
+				_, _ = tc.proc.Process(want)
+				for i, enc := range outs[0].Encoded {
+					var got schemas.Event
+					if err := proto.Unmarshal(enc, &got); err != nil {
+						t.Fatalf("%s: event %d does not decode: %v", name, i, err)
+					}
+					if !proto.Equal(&got, want.Events[i]) {
+						t.Errorf("%s: event %d:\n wire    %v\n process %v", name, i, &got, want.Events[i])
+					}
+				}
+			}
+		})
 	}
 }
 
@@ -74,9 +135,12 @@ func TestProcessWireDeclinesWhatItCannotRead(t *testing.T) {
 	}
 }
 
+// Whatever bytes the wire path takes, it resolves them as Process does.
 func FuzzProcessWire(f *testing.F) {
-	data, _ := proto.Marshal(sampleBatch())
-	f.Add(data)
+	for _, b := range wireBatches() {
+		data, _ := proto.Marshal(b)
+		f.Add(data)
+	}
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, outs, ok := Processor{}.ProcessWire(data)
@@ -87,10 +151,16 @@ func FuzzProcessWire(f *testing.F) {
 		if proto.Unmarshal(data, &b) != nil {
 			return // the wire path accepted bytes the decoder refuses: Process would see them later anyway
 		}
-		for _, enc := range outs[0].Encoded {
+		if _, err := (Processor{}).Process(&b); err != nil {
+			t.Fatal(err)
+		}
+		for i, enc := range outs[0].Encoded {
 			var ev schemas.Event
 			if err := proto.Unmarshal(enc, &ev); err != nil {
 				t.Fatalf("output does not decode: %v", err)
+			}
+			if !proto.Equal(&ev, b.Events[i]) {
+				t.Fatalf("event %d:\n wire    %v\n process %v", i, &ev, b.Events[i])
 			}
 		}
 	})

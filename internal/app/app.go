@@ -179,7 +179,10 @@ func (a *App) startGeneration(ctx context.Context, g, old *generation) (err erro
 	if err != nil {
 		return err
 	}
-	res := resolver.Processor{}
+	res, err := resolver.New(g.cfg.Resolver)
+	if err != nil {
+		return err
+	}
 	hops := []struct {
 		name, stream, durable, upstream string
 		proc                            stage.Processor
