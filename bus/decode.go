@@ -62,6 +62,7 @@ const (
 	jsonMessage    = "message"
 	jsonClass      = "class"
 	jsonTargetMask = "target_mask"
+	jsonTrack      = "track"
 )
 
 // SourceNATS is the source of events applications published onto NATS.
@@ -176,6 +177,8 @@ func setEnvelope(ev *schemas.Event, key string, v *schemas.Value) error {
 		if c, err = str(); err == nil && c != "" {
 			ev.Class = c
 		}
+	case jsonTrack:
+		ev.Track, err = str()
 	case jsonTargetMask:
 		i, ok := v.GetKind().(*schemas.Value_Int)
 		if !ok || i.Int < 0 {

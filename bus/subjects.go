@@ -14,18 +14,25 @@ import (
 //	resolver   → herald.resolved          HERALD_RESOLVED  consumer "router"
 //	router     → herald.target.<target>   HERALD_TARGETS   consumer "sink-<target>", one per target
 //	any stage  → herald.dlq.<stage>       HERALD_DLQ       (limits retention, kept for inspection and redrive)
+//	router, targets → herald.receipts.<…> HERALD_RECEIPTS  (receipts of tracked events, kept an hour)
 const (
 	StreamRaw      = "HERALD_RAW"
 	StreamEvents   = "HERALD_EVENTS"
 	StreamResolved = "HERALD_RESOLVED"
 	StreamTargets  = "HERALD_TARGETS"
 	StreamDLQ      = "HERALD_DLQ"
+	// StreamReceipts holds delivery receipts of tracked events for an hour,
+	// so a client that reconnects still finds them.
+	StreamReceipts = "HERALD_RECEIPTS"
 
 	SubjectRawPrefix    = "herald.raw."
 	SubjectEventsPrefix = "herald.events."
 	SubjectResolved     = "herald.resolved"
 	SubjectTargetPrefix = "herald.target."
 	SubjectDLQPrefix    = "herald.dlq."
+	// SubjectReceiptsPrefix starts every subject a tracked event may name
+	// for its receipts.
+	SubjectReceiptsPrefix = "herald.receipts."
 
 	ConsumerClassifier = "classifier"
 	ConsumerResolver   = "resolver"
@@ -37,8 +44,9 @@ const (
 const (
 	// HeaderEncoding marks a message whose body is a protobuf Batch. A
 	// message on herald.events.* without it is an application's JSON event.
-	HeaderEncoding = "Herald-Encoding"
-	EncodingBatch  = "batch"
+	HeaderEncoding  = "Herald-Encoding"
+	EncodingBatch   = "batch"
+	EncodingReceipt = "receipt"
 	// Dead-letter headers: a stable reason code, a human-readable detail,
 	// the stage that gave up and the subject the message came from.
 	HeaderDLQReason  = "Herald-Dlq-Reason"
@@ -79,6 +87,7 @@ var pipelineStreams = []streamSpec{
 	{StreamResolved, []string{SubjectResolved}, jetstream.WorkQueuePolicy, 0},
 	{StreamTargets, []string{SubjectTargetPrefix + ">"}, jetstream.WorkQueuePolicy, 0},
 	{StreamDLQ, []string{SubjectDLQPrefix + ">"}, jetstream.LimitsPolicy, 14 * 24 * time.Hour},
+	{StreamReceipts, []string{SubjectReceiptsPrefix + ">"}, jetstream.LimitsPolicy, time.Hour},
 }
 
 // consumerSpec declares one durable pull consumer.

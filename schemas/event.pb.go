@@ -25,6 +25,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Receipt_Kind int32
+
+const (
+	// ROUTED: the router matched targets (none: the event is done).
+	Receipt_ROUTED Receipt_Kind = 0
+	// COMMITTED: a sink of target's chain committed the copy.
+	Receipt_COMMITTED Receipt_Kind = 1
+	// FAILED: the copy was dead-lettered (reason); it will not be written.
+	Receipt_FAILED Receipt_Kind = 2
+)
+
+// Enum value maps for Receipt_Kind.
+var (
+	Receipt_Kind_name = map[int32]string{
+		0: "ROUTED",
+		1: "COMMITTED",
+		2: "FAILED",
+	}
+	Receipt_Kind_value = map[string]int32{
+		"ROUTED":    0,
+		"COMMITTED": 1,
+		"FAILED":    2,
+	}
+)
+
+func (x Receipt_Kind) Enum() *Receipt_Kind {
+	p := new(Receipt_Kind)
+	*p = x
+	return p
+}
+
+func (x Receipt_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Receipt_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_event_proto_enumTypes[0].Descriptor()
+}
+
+func (Receipt_Kind) Type() protoreflect.EnumType {
+	return &file_event_proto_enumTypes[0]
+}
+
+func (x Receipt_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Receipt_Kind.Descriptor instead.
+func (Receipt_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_event_proto_rawDescGZIP(), []int{5, 0}
+}
+
 // Value is one typed value. Lists and maps nest, so a structured payload
 // (RFC 5424 structured data, a JSON object) keeps its shape.
 type Value struct {
@@ -379,7 +431,11 @@ type Event struct {
 	// data, resolved R_ attributes, application keys.
 	Fields []*Field `protobuf:"bytes,12,rep,name=fields,proto3" json:"fields,omitempty"`
 	// peer is the transport address the record came from, when there is one.
-	Peer          string `protobuf:"bytes,13,opt,name=peer,proto3" json:"peer,omitempty"`
+	Peer string `protobuf:"bytes,13,opt,name=peer,proto3" json:"peer,omitempty"`
+	// track is the subject (under herald.receipts.) that receives a Receipt
+	// when the event is routed and when each of its copies is done; empty
+	// for untracked events, which cost nothing extra.
+	Track         string `protobuf:"bytes,14,opt,name=track,proto3" json:"track,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -505,6 +561,100 @@ func (x *Event) GetPeer() string {
 	return ""
 }
 
+func (x *Event) GetTrack() string {
+	if x != nil {
+		return x.Track
+	}
+	return ""
+}
+
+// Receipt reports where a tracked event is on its way. Each is published
+// once per event and kind (and target), under a Nats-Msg-Id derived from
+// them, so a redelivery does not report twice.
+type Receipt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EventId       string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	Kind          Receipt_Kind           `protobuf:"varint,2,opt,name=kind,proto3,enum=herald.v1.Receipt_Kind" json:"kind,omitempty"`
+	Targets       []string               `protobuf:"bytes,3,rep,name=targets,proto3" json:"targets,omitempty"`
+	Target        string                 `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
+	Sink          string                 `protobuf:"bytes,5,opt,name=sink,proto3" json:"sink,omitempty"`
+	Reason        string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Receipt) Reset() {
+	*x = Receipt{}
+	mi := &file_event_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Receipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Receipt) ProtoMessage() {}
+
+func (x *Receipt) ProtoReflect() protoreflect.Message {
+	mi := &file_event_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
+func (*Receipt) Descriptor() ([]byte, []int) {
+	return file_event_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Receipt) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *Receipt) GetKind() Receipt_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return Receipt_ROUTED
+}
+
+func (x *Receipt) GetTargets() []string {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+func (x *Receipt) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Receipt) GetSink() string {
+	if x != nil {
+		return x.Sink
+	}
+	return ""
+}
+
+func (x *Receipt) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Batch is the payload of one JetStream message between stages.
 type Batch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -519,7 +669,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_event_proto_msgTypes[5]
+	mi := &file_event_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +681,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[5]
+	mi := &file_event_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +694,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{5}
+	return file_event_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Batch) GetId() string {
@@ -574,7 +724,7 @@ type RoutingBatch struct {
 
 func (x *RoutingBatch) Reset() {
 	*x = RoutingBatch{}
-	mi := &file_event_proto_msgTypes[6]
+	mi := &file_event_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +736,7 @@ func (x *RoutingBatch) String() string {
 func (*RoutingBatch) ProtoMessage() {}
 
 func (x *RoutingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[6]
+	mi := &file_event_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +749,7 @@ func (x *RoutingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingBatch.ProtoReflect.Descriptor instead.
 func (*RoutingBatch) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{6}
+	return file_event_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RoutingBatch) GetId() string {
@@ -620,13 +770,14 @@ func (x *RoutingBatch) GetEvents() []*RoutingEvent {
 type RoutingEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TargetMask    uint64                 `protobuf:"varint,2,opt,name=target_mask,json=targetMask,proto3" json:"target_mask,omitempty"`
+	Track         string                 `protobuf:"bytes,14,opt,name=track,proto3" json:"track,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RoutingEvent) Reset() {
 	*x = RoutingEvent{}
-	mi := &file_event_proto_msgTypes[7]
+	mi := &file_event_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +789,7 @@ func (x *RoutingEvent) String() string {
 func (*RoutingEvent) ProtoMessage() {}
 
 func (x *RoutingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[7]
+	mi := &file_event_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +802,7 @@ func (x *RoutingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingEvent.ProtoReflect.Descriptor instead.
 func (*RoutingEvent) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{7}
+	return file_event_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RoutingEvent) GetTargetMask() uint64 {
@@ -659,6 +810,13 @@ func (x *RoutingEvent) GetTargetMask() uint64 {
 		return x.TargetMask
 	}
 	return 0
+}
+
+func (x *RoutingEvent) GetTrack() string {
+	if x != nil {
+		return x.Track
+	}
+	return ""
 }
 
 var File_event_proto protoreflect.FileDescriptor
@@ -682,7 +840,7 @@ const file_event_proto_rawDesc = "" +
 	"\x06fields\x18\x01 \x03(\v2\x10.herald.v1.FieldR\x06fields\"A\n" +
 	"\x05Field\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.herald.v1.ValueR\x05value\"\xf0\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.herald.v1.ValueR\x05value\"\x86\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vtarget_mask\x18\x02 \x01(\x04R\n" +
@@ -698,16 +856,31 @@ const file_event_proto_rawDesc = "" +
 	" \x01(\fR\x03raw\x12\x18\n" +
 	"\amessage\x18\v \x01(\tR\amessage\x12(\n" +
 	"\x06fields\x18\f \x03(\v2\x10.herald.v1.FieldR\x06fields\x12\x12\n" +
-	"\x04peer\x18\r \x01(\tR\x04peer\"A\n" +
+	"\x04peer\x18\r \x01(\tR\x04peer\x12\x14\n" +
+	"\x05track\x18\x0e \x01(\tR\x05track\"\xde\x01\n" +
+	"\aReceipt\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12+\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x17.herald.v1.Receipt.KindR\x04kind\x12\x18\n" +
+	"\atargets\x18\x03 \x03(\tR\atargets\x12\x16\n" +
+	"\x06target\x18\x04 \x01(\tR\x06target\x12\x12\n" +
+	"\x04sink\x18\x05 \x01(\tR\x04sink\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"-\n" +
+	"\x04Kind\x12\n" +
+	"\n" +
+	"\x06ROUTED\x10\x00\x12\r\n" +
+	"\tCOMMITTED\x10\x01\x12\n" +
+	"\n" +
+	"\x06FAILED\x10\x02\"A\n" +
 	"\x05Batch\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x06events\x18\x02 \x03(\v2\x10.herald.v1.EventR\x06events\"O\n" +
 	"\fRoutingBatch\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
-	"\x06events\x18\x02 \x03(\v2\x17.herald.v1.RoutingEventR\x06events\"/\n" +
+	"\x06events\x18\x02 \x03(\v2\x17.herald.v1.RoutingEventR\x06events\"E\n" +
 	"\fRoutingEvent\x12\x1f\n" +
 	"\vtarget_mask\x18\x02 \x01(\x04R\n" +
-	"targetMaskB1Z/github.com/herald-router/herald/schemas;schemasb\x06proto3"
+	"targetMask\x12\x14\n" +
+	"\x05track\x18\x0e \x01(\tR\x05trackB1Z/github.com/herald-router/herald/schemas;schemasb\x06proto3"
 
 var (
 	file_event_proto_rawDescOnce sync.Once
@@ -721,31 +894,35 @@ func file_event_proto_rawDescGZIP() []byte {
 	return file_event_proto_rawDescData
 }
 
-var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_event_proto_goTypes = []any{
-	(*Value)(nil),        // 0: herald.v1.Value
-	(*List)(nil),         // 1: herald.v1.List
-	(*Map)(nil),          // 2: herald.v1.Map
-	(*Field)(nil),        // 3: herald.v1.Field
-	(*Event)(nil),        // 4: herald.v1.Event
-	(*Batch)(nil),        // 5: herald.v1.Batch
-	(*RoutingBatch)(nil), // 6: herald.v1.RoutingBatch
-	(*RoutingEvent)(nil), // 7: herald.v1.RoutingEvent
+	(Receipt_Kind)(0),    // 0: herald.v1.Receipt.Kind
+	(*Value)(nil),        // 1: herald.v1.Value
+	(*List)(nil),         // 2: herald.v1.List
+	(*Map)(nil),          // 3: herald.v1.Map
+	(*Field)(nil),        // 4: herald.v1.Field
+	(*Event)(nil),        // 5: herald.v1.Event
+	(*Receipt)(nil),      // 6: herald.v1.Receipt
+	(*Batch)(nil),        // 7: herald.v1.Batch
+	(*RoutingBatch)(nil), // 8: herald.v1.RoutingBatch
+	(*RoutingEvent)(nil), // 9: herald.v1.RoutingEvent
 }
 var file_event_proto_depIdxs = []int32{
-	1, // 0: herald.v1.Value.list:type_name -> herald.v1.List
-	2, // 1: herald.v1.Value.map:type_name -> herald.v1.Map
-	0, // 2: herald.v1.List.values:type_name -> herald.v1.Value
-	3, // 3: herald.v1.Map.fields:type_name -> herald.v1.Field
-	0, // 4: herald.v1.Field.value:type_name -> herald.v1.Value
-	3, // 5: herald.v1.Event.fields:type_name -> herald.v1.Field
-	4, // 6: herald.v1.Batch.events:type_name -> herald.v1.Event
-	7, // 7: herald.v1.RoutingBatch.events:type_name -> herald.v1.RoutingEvent
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	2, // 0: herald.v1.Value.list:type_name -> herald.v1.List
+	3, // 1: herald.v1.Value.map:type_name -> herald.v1.Map
+	1, // 2: herald.v1.List.values:type_name -> herald.v1.Value
+	4, // 3: herald.v1.Map.fields:type_name -> herald.v1.Field
+	1, // 4: herald.v1.Field.value:type_name -> herald.v1.Value
+	4, // 5: herald.v1.Event.fields:type_name -> herald.v1.Field
+	0, // 6: herald.v1.Receipt.kind:type_name -> herald.v1.Receipt.Kind
+	5, // 7: herald.v1.Batch.events:type_name -> herald.v1.Event
+	9, // 8: herald.v1.RoutingBatch.events:type_name -> herald.v1.RoutingEvent
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_event_proto_init() }
@@ -768,13 +945,14 @@ func file_event_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_event_proto_rawDesc), len(file_event_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   8,
+			NumEnums:      1,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_event_proto_goTypes,
 		DependencyIndexes: file_event_proto_depIdxs,
+		EnumInfos:         file_event_proto_enumTypes,
 		MessageInfos:      file_event_proto_msgTypes,
 	}.Build()
 	File_event_proto = out.File

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/nats-io/nats.go"
+
 	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-router/herald/actors/stage"
@@ -137,6 +139,7 @@ func (r *Router) Match(ev *schemas.Event) ([]string, error) {
 func (r *Router) Process(b *schemas.Batch) ([]stage.Output, error) {
 	byTarget := map[string][]*schemas.Event{}
 	var failed []*schemas.Event
+	var receipts []*nats.Msg
 	var detail string
 	unrouted := 0
 	for _, ev := range b.Events {
@@ -146,7 +149,15 @@ func (r *Router) Process(b *schemas.Batch) ([]stage.Output, error) {
 			if detail == "" {
 				detail = err.Error()
 			}
+			if bus.Tracked(ev) {
+				receipts = append(receipts, bus.ReceiptMsg(ev, &schemas.Receipt{Kind: schemas.Receipt_FAILED,
+					Target: "router", Reason: "filter_error"}))
+			}
 			continue
+		}
+		if bus.Tracked(ev) {
+			// The client learns how many copies to wait for (none: done).
+			receipts = append(receipts, bus.ReceiptMsg(ev, &schemas.Receipt{Kind: schemas.Receipt_ROUTED, Targets: names}))
 		}
 		if len(names) == 0 {
 			unrouted++
@@ -164,6 +175,9 @@ func (r *Router) Process(b *schemas.Batch) ([]stage.Output, error) {
 	if len(failed) > 0 {
 		outs = append(outs, stage.Output{Key: "dlq", Subject: bus.DLQSubject("router"), Events: failed,
 			DeadLetter: &stage.DeadLetter{Reason: "filter_error", Detail: detail}})
+	}
+	if len(receipts) > 0 {
+		outs = append(outs, stage.Output{Key: "receipts", Msgs: receipts})
 	}
 	if unrouted > 0 && r.Unrouted != nil {
 		r.Unrouted(unrouted)
@@ -191,9 +205,9 @@ func (r *Router) ProcessWire(data []byte) (string, []stage.Output, bool) {
 		return "", nil, false
 	}
 	mask := view.Events[0].TargetMask
-	for _, ev := range view.Events[1:] {
-		if ev.TargetMask != mask {
-			return "", nil, false
+	for _, ev := range view.Events {
+		if ev.TargetMask != mask || ev.Track != "" {
+			return "", nil, false // mixed masks, or receipts to send: decode
 		}
 	}
 	var outs []stage.Output

@@ -124,3 +124,34 @@ func TestAnEventAFilterCannotJudgeIsDeadLetteredAndOthersFlow(t *testing.T) {
 		t.Error("with a filter the wire fast path must decline")
 	}
 }
+
+func TestTrackedEventsGetARoutedReceipt(t *testing.T) {
+	r, _ := New([]Target{{Name: "log", Bit: 4}, {Name: "audit", Bit: 2}}, nil)
+	b := &schemas.Batch{Id: "b", Events: []*schemas.Event{
+		{Id: "A", TargetMask: 6, Track: "herald.receipts.x"},
+		{Id: "B", TargetMask: 8, Track: "herald.receipts.x"},
+		{Id: "C", TargetMask: 4},
+		{Id: "D", TargetMask: 4, Track: "not.a.receipt.subject"},
+	}}
+	data, _ := proto.Marshal(b)
+	if _, _, ok := r.ProcessWire(data); ok {
+		t.Fatal("a batch with tracked events must be decoded so receipts go out")
+	}
+	outs, _ := r.Process(b)
+	last := outs[len(outs)-1]
+	if last.Key != "receipts" || len(last.Msgs) != 2 {
+		t.Fatalf("receipts output %+v", last)
+	}
+	var a, nb schemas.Receipt
+	_ = proto.Unmarshal(last.Msgs[0].Data, &a)
+	_ = proto.Unmarshal(last.Msgs[1].Data, &nb)
+	if a.EventId != "A" || a.Kind != schemas.Receipt_ROUTED || strings.Join(a.Targets, ",") != "audit,log" {
+		t.Errorf("receipt of A: %v", &a)
+	}
+	if nb.EventId != "B" || len(nb.Targets) != 0 {
+		t.Errorf("an event no target wants is reported routed to none, so its client knows it is done: %v", &nb)
+	}
+	if last.Msgs[0].Subject != "herald.receipts.x" || last.Msgs[0].Header.Get("Nats-Msg-Id") != "rcpt.A.ROUTED." {
+		t.Errorf("subject %s id %s", last.Msgs[0].Subject, last.Msgs[0].Header.Get("Nats-Msg-Id"))
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -143,6 +144,7 @@ func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
 	c.Metrics.Received.Add(float64(len(b.Events)))
 	rest := b.Events
 	written := 0
+	var receipts []*nats.Msg // of tracked events done here, stored before the ack
 	for _, s := range c.Sinks {
 		if len(rest) == 0 {
 			break
@@ -170,6 +172,20 @@ func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
 				c.Log.Error("dead letter failed; batch held", "target", c.Target, "err", err)
 				return false
 			}
+			if bus.Tracked(rest[i]) {
+				receipts = append(receipts, bus.ReceiptMsg(rest[i], &schemas.Receipt{Kind: schemas.Receipt_FAILED,
+					Target: c.Target, Sink: s.Name, Reason: code}))
+			}
+		}
+		done := len(rest)
+		if res.Err != nil {
+			done = res.Committed
+		}
+		for i := 0; i < done; i++ {
+			if _, failed := res.Failed[i]; !failed && bus.Tracked(rest[i]) {
+				receipts = append(receipts, bus.ReceiptMsg(rest[i], &schemas.Receipt{Kind: schemas.Receipt_COMMITTED,
+					Target: c.Target, Sink: s.Name}))
+			}
 		}
 		if res.Err == nil {
 			written += len(rest)
@@ -189,6 +205,12 @@ func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
 		written += len(rest) - len(next)
 		rest = next
 	}
+	if err := c.publishReceipts(ctx, receipts); err != nil {
+		// The writes stand; holding the batch repeats them (at least once)
+		// and the receipts again, which the stream de-duplicates.
+		c.Log.Error("receipts not stored; batch held", "target", c.Target, "err", err)
+		return false
+	}
 	if len(rest) == 0 {
 		c.ack(msg, written)
 		return true
@@ -202,6 +224,28 @@ func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
 	}
 	c.ack(msg, written)
 	return true
+}
+
+// publishReceipts stores the receipts of tracked events and waits for
+// JetStream's acknowledgements.
+func (c *Chain) publishReceipts(ctx context.Context, msgs []*nats.Msg) error {
+	var futures []jetstream.PubAckFuture
+	for _, m := range msgs {
+		f, err := c.Bus.PublishAsync(ctx, m)
+		if err != nil {
+			return err
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := c.Bus.Confirm(cctx, f)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *Chain) ack(msg jetstream.Msg, written int) {
@@ -248,6 +292,18 @@ func (c *Chain) deadLetterMsg(ctx context.Context, msg jetstream.Msg, reason str
 	}
 	c.Metrics.DeadLettered(reason, 1)
 	c.Log.Warn("batch dead-lettered", "target", c.Target, "reason", reason, "err", cause)
+	if b, err := bus.Decode(msg); err == nil {
+		var receipts []*nats.Msg
+		for _, ev := range b.Events {
+			if bus.Tracked(ev) {
+				receipts = append(receipts, bus.ReceiptMsg(ev, &schemas.Receipt{Kind: schemas.Receipt_FAILED,
+					Target: c.Target, Reason: reason}))
+			}
+		}
+		if err := c.publishReceipts(ctx, receipts); err != nil {
+			c.Log.Error("receipts of a dead-lettered batch not stored", "target", c.Target, "err", err)
+		}
+	}
 	_ = msg.TermWithReason(reason)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-router/herald/actors/sink"
 	"github.com/herald-router/herald/actors/stage"
@@ -361,5 +362,63 @@ func TestWhenEverySinkOfAChainIsDownEventsWaitAndNothingIsDropped(t *testing.T) 
 	})
 	if len(a.snapshot()) != 0 {
 		t.Errorf("A wrote %v while down", a.snapshot())
+	}
+}
+
+func TestTrackedEventsGetOneReceiptPerCopy(t *testing.T) {
+	p := &memory{failOnce: map[string]bool{"t01": true}}
+	r := startChain(t, p)
+	evs := []*schemas.Event{
+		{Id: "E0", Message: "t00", Track: "herald.receipts.app1"},
+		{Id: "E1", Message: "t01", Track: "herald.receipts.app1"},
+		{Id: "E2", Message: "t02"}, // untracked: no receipt
+	}
+	msgs, err := bus.EncodeBatches(bus.TargetSubject("log"), "tracked", evs, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.bus.Publish(context.Background(), msgs[0]); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.bus.JS.Stream(context.Background(), bus.StreamReceipts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bustest.Eventually(t, 20*time.Second, 20*time.Millisecond, func() error {
+		info, err := st.Info(context.Background())
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs < 2 || len(p.snapshot()) < 3 {
+			return fmt.Errorf("%d receipts, %d events written", info.State.Msgs, len(p.snapshot()))
+		}
+		return nil
+	})
+	info, _ := st.Info(context.Background())
+	got := map[string]bool{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(context.Background(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rc schemas.Receipt
+		if err := proto.Unmarshal(m.Data, &rc); err != nil {
+			t.Fatal(err)
+		}
+		key := rc.EventId + ":" + rc.Kind.String() + ":" + rc.Target + ":" + rc.Sink
+		if got[key] {
+			t.Errorf("receipt %s reported twice", key)
+		}
+		got[key] = true
+	}
+	// E1 failed once (retryable) and was written on the retry: still one
+	// COMMITTED receipt each, none for the untracked event.
+	for _, want := range []string{"E0:COMMITTED:log:s0", "E1:COMMITTED:log:s0"} {
+		if !got[want] {
+			t.Errorf("missing receipt %s; got %v", want, got)
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("receipts %v, want exactly two", got)
 	}
 }

@@ -32,6 +32,9 @@ type Output struct {
 	// DeadLetter marks an output of events the stage gives up on: they go
 	// to Subject (a dead-letter subject) with the reason in headers.
 	DeadLetter *DeadLetter
+	// Msgs are ready-made messages (receipts), published as they are and
+	// confirmed with the rest before the input is acked.
+	Msgs []*nats.Msg
 }
 
 // DeadLetter is the reason of a dead-letter output.
@@ -138,6 +141,8 @@ func (h *Hop) publish(ctx context.Context, msg jetstream.Msg, batchID string, ou
 		var msgs []*nats.Msg
 		var err error
 		switch {
+		case o.Msgs != nil:
+			msgs = o.Msgs
 		case o.Events != nil:
 			msgs, err = bus.EncodeBatches(o.Subject, id, o.Events, h.MaxBytes)
 		case o.Encoded != nil:
@@ -173,9 +178,11 @@ func (h *Hop) publish(ctx context.Context, msg jetstream.Msg, batchID string, ou
 			}
 			p.futures = append(p.futures, f)
 		}
-		p.events += o.events()
+		if o.Msgs == nil {
+			p.events += o.events()
+		}
 	}
-	if len(outs) > 0 && outs[0].Events == nil {
+	if len(outs) > 0 && outs[0].Events == nil && outs[0].Msgs == nil {
 		h.Metrics.Received.Add(float64(outs[0].events()))
 	}
 	h.pending <- p
