@@ -33,6 +33,9 @@ type Config struct {
 	// Resolver configures the stage that makes each event final: templates,
 	// the R_ attributes it fills, their time format and zone.
 	Resolver Resolver `yaml:"resolver"`
+	// Archive keeps a copy of every resolved event for herald replay.
+	// Default off.
+	Archive Archive `yaml:"archive"`
 	// Rules set the target mask of records from receivers by their
 	// attributes (facility, severity, class, host, program ...), in order,
 	// first match wins. Default: none (each receiver's target_mask).
@@ -398,6 +401,7 @@ func (d *decoder) validate(c *Config) {
 		}
 	}
 	d.validateRouting(c)
+	d.validateArchive(c)
 	d.validateResolver(c)
 	for _, name := range sortedKeys(c.Sinks) {
 		if !nameOK(name) {

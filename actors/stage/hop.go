@@ -81,6 +81,9 @@ type Hop struct {
 	MaxDeliver int
 	Metrics    *metrics.Stage
 	Log        *slog.Logger
+	// Mirror, when set, also receives a copy of every batch this stage
+	// publishes (the archive of resolved events, for replay).
+	Mirror string
 
 	pending chan pendingAck
 	done    chan struct{}
@@ -167,6 +170,15 @@ func (h *Hop) publish(ctx context.Context, msg jetstream.Msg, batchID string, ou
 			}
 			h.Metrics.DeadLettered(dl.Reason, o.events())
 			h.Log.Warn("events dead-lettered", "stage", h.Name, "reason", dl.Reason, "events", o.events(), "detail", dl.Detail)
+		}
+		if h.Mirror != "" && o.Msgs == nil && o.DeadLetter == nil {
+			for _, m := range msgs[:len(msgs):len(msgs)] {
+				c := nats.NewMsg(h.Mirror)
+				c.Data = m.Data
+				c.Header.Set(jetstream.MsgIDHeader, m.Header.Get(jetstream.MsgIDHeader)+":mirror")
+				c.Header.Set(bus.HeaderEncoding, bus.EncodingBatch)
+				msgs = append(msgs, c)
+			}
 		}
 		for _, m := range msgs {
 			f, err := h.Bus.PublishAsync(ctx, m)

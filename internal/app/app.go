@@ -170,6 +170,9 @@ func (a *App) startGeneration(ctx context.Context, g, old *generation) (err erro
 	if err := a.bus.Declare(ctx, g.cfg.TargetNames()); err != nil {
 		return err
 	}
+	if err := a.bus.DeclareArchive(ctx, g.cfg.Archive.MaxAge.D(), int64(g.cfg.Archive.MaxBytes)); err != nil {
+		return err
+	}
 	if a.has(StageSink) {
 		if err := a.startSinks(ctx, g, old); err != nil {
 			return err
@@ -234,6 +237,9 @@ func (a *App) startHop(ctx context.Context, g *generation, name, stream, durable
 	h := &stage.Hop{
 		Name: name, Bus: a.bus, Proc: proc, MaxBytes: int(g.cfg.Batch.MaxBytes) * 4,
 		MaxDeliver: g.cfg.Bus.MaxDeliver, Metrics: m, Log: a.log,
+	}
+	if name == StageResolver && g.cfg.Archive.Enabled() {
+		h.Mirror = bus.SubjectArchive
 	}
 	h.Init(bus.MaxAckPending)
 	upstream := map[string]string{StageRouter: StageResolver, StageResolver: StageClassifier, StageClassifier: StageReceiver}[name]

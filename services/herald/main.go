@@ -44,7 +44,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), checkCmd(), versionCmd(), dlqCmd())
+	root.AddCommand(runCmd(), checkCmd(), versionCmd(), dlqCmd(), replayCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "herald:", err)
 		var ee *exitError
