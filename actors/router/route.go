@@ -109,12 +109,14 @@ func (r *Router) applyRules(ev *schemas.Event) error {
 }
 
 // Match returns the names of the targets ev goes to, after the rules set
-// its mask. An error means a rule or filter could not judge the event.
-func (r *Router) Match(ev *schemas.Event) ([]string, error) {
+// its mask. failed holds the targets whose filter could not judge the event
+// (the copy for that target is dead-lettered; the others go on). An error
+// means a rule could not judge it, so its mask, and every target, is
+// unknown.
+func (r *Router) Match(ev *schemas.Event) (names []string, failed map[string]error, err error) {
 	if err := r.applyRules(ev); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out []string
 	for _, t := range r.targets {
 		if ev.TargetMask&t.Bit == 0 {
 			continue
@@ -122,44 +124,78 @@ func (r *Router) Match(ev *schemas.Event) ([]string, error) {
 		if t.filter != nil {
 			ok, err := t.filter.Match(ev)
 			if err != nil {
-				return nil, fmt.Errorf("target %s: %w", t.Name, err)
+				if failed == nil {
+					failed = map[string]error{}
+				}
+				failed[t.Name] = err
+				continue
 			}
 			if !ok {
 				continue
 			}
 		}
-		out = append(out, t.Name)
+		names = append(names, t.Name)
 	}
-	return out, nil
+	return names, failed, nil
+}
+
+// deadLetters collects events the router gives up on, by origin subject.
+type deadLetters struct {
+	events map[string][]*schemas.Event
+	detail map[string]string
+	order  []string
+}
+
+func (d *deadLetters) add(origin string, ev *schemas.Event, err error) {
+	if d.events == nil {
+		d.events, d.detail = map[string][]*schemas.Event{}, map[string]string{}
+	}
+	if _, ok := d.events[origin]; !ok {
+		d.order = append(d.order, origin)
+		d.detail[origin] = err.Error()
+	}
+	d.events[origin] = append(d.events[origin], ev)
 }
 
 // Process implements stage.Processor: one output per target that gets any
-// event of the batch, and a dead-letter output for events a rule or filter
-// could not judge.
+// event of the batch, dead-letter outputs for the copies a filter could not
+// judge (origin: that target's subject, so a redrive writes them there) and
+// for the events a rule could not judge (origin: the router's input), and
+// the receipts of tracked events.
 func (r *Router) Process(b *schemas.Batch) ([]stage.Output, error) {
 	byTarget := map[string][]*schemas.Event{}
-	var failed []*schemas.Event
+	var dead deadLetters
 	var receipts []*nats.Msg
-	var detail string
 	unrouted := 0
 	for _, ev := range b.Events {
-		names, err := r.Match(ev)
+		names, failed, err := r.Match(ev)
 		if err != nil {
-			failed = append(failed, ev)
-			if detail == "" {
-				detail = err.Error()
-			}
+			dead.add(bus.SubjectResolved, ev, err)
 			if bus.Tracked(ev) {
 				receipts = append(receipts, bus.ReceiptMsg(ev, &schemas.Receipt{Kind: schemas.Receipt_FAILED,
 					Target: "router", Reason: "filter_error"}))
 			}
 			continue
 		}
-		if bus.Tracked(ev) {
-			// The client learns how many copies to wait for (none: done).
-			receipts = append(receipts, bus.ReceiptMsg(ev, &schemas.Receipt{Kind: schemas.Receipt_ROUTED, Targets: names}))
+		routed := names
+		for _, t := range r.targets {
+			if ferr, ok := failed[t.Name]; ok {
+				dead.add(bus.TargetSubject(t.Name), ev, fmt.Errorf("target %s: %w", t.Name, ferr))
+				routed = append(routed, t.Name)
+			}
 		}
-		if len(names) == 0 {
+		if bus.Tracked(ev) {
+			// The client learns how many copies to wait for (none: done);
+			// a copy a filter could not judge is reported failed at once.
+			receipts = append(receipts, bus.ReceiptMsg(ev, &schemas.Receipt{Kind: schemas.Receipt_ROUTED, Targets: routed}))
+			for _, t := range r.targets {
+				if _, ok := failed[t.Name]; ok {
+					receipts = append(receipts, bus.ReceiptMsg(ev, &schemas.Receipt{Kind: schemas.Receipt_FAILED,
+						Target: t.Name, Reason: "filter_error"}))
+				}
+			}
+		}
+		if len(routed) == 0 {
 			unrouted++
 		}
 		for _, n := range names {
@@ -172,9 +208,9 @@ func (r *Router) Process(b *schemas.Batch) ([]stage.Output, error) {
 			outs = append(outs, stage.Output{Key: t.Name, Subject: bus.TargetSubject(t.Name), Events: evs})
 		}
 	}
-	if len(failed) > 0 {
-		outs = append(outs, stage.Output{Key: "dlq", Subject: bus.DLQSubject("router"), Events: failed,
-			DeadLetter: &stage.DeadLetter{Reason: "filter_error", Detail: detail}})
+	for i, origin := range dead.order {
+		outs = append(outs, stage.Output{Key: fmt.Sprintf("dlq%d", i), Subject: bus.DLQSubject("router"), Events: dead.events[origin],
+			DeadLetter: &stage.DeadLetter{Reason: "filter_error", Detail: dead.detail[origin], Origin: origin}})
 	}
 	if len(receipts) > 0 {
 		outs = append(outs, stage.Output{Key: "receipts", Msgs: receipts})

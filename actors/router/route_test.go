@@ -88,7 +88,7 @@ func TestFiltersAndRulesDecideBeyondTheMask(t *testing.T) {
 			&schemas.Event{Source: "nats", Host: "web1", TargetMask: 2, Fields: []*schemas.Field{sev(6)}}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := r.Match(tc.ev)
+			got, _, err := r.Match(tc.ev)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +117,7 @@ func TestAnEventAFilterCannotJudgeIsDeadLetteredAndOthersFlow(t *testing.T) {
 	if len(outs) != 2 || outs[0].Key != "log" || len(outs[0].Events) != 1 {
 		t.Fatalf("outputs %+v", outs)
 	}
-	if dl := outs[1].DeadLetter; dl == nil || dl.Reason != "filter_error" || outs[1].Subject != "herald.dlq.router" {
+	if dl := outs[1].DeadLetter; dl == nil || dl.Reason != "filter_error" || outs[1].Subject != "herald.dlq.router" || dl.Origin != "herald.target.log" {
 		t.Errorf("dead-letter output %+v", outs[1])
 	}
 	if _, _, ok := r.ProcessWire(nil); ok {
@@ -153,5 +153,31 @@ func TestTrackedEventsGetARoutedReceipt(t *testing.T) {
 	}
 	if last.Msgs[0].Subject != "herald.receipts.x" || last.Msgs[0].Header.Get("Nats-Msg-Id") != "rcpt.A.ROUTED." {
 		t.Errorf("subject %s id %s", last.Msgs[0].Subject, last.Msgs[0].Header.Get("Nats-Msg-Id"))
+	}
+}
+
+func TestAFilterErrorCostsOnlyThatTargetsCopy(t *testing.T) {
+	r, err := New([]Target{{Name: "log", Bit: 4}, {Name: "alerts", Bit: 8, Filter: `fields.n > 3`}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &schemas.Event{Id: "X", TargetMask: 12, Track: "herald.receipts.t",
+		Fields: []*schemas.Field{{Key: "n", Value: &schemas.Value{Kind: &schemas.Value_Str{Str: "five"}}}}}
+	outs, _ := r.Process(&schemas.Batch{Id: "b", Events: []*schemas.Event{ev}})
+	var keys []string
+	for _, o := range outs {
+		keys = append(keys, o.Key)
+	}
+	if strings.Join(keys, ",") != "log,dlq0,receipts" {
+		t.Fatalf("outputs %v: the log copy must go on, the alerts copy be dead-lettered", keys)
+	}
+	if outs[1].DeadLetter.Origin != "herald.target.alerts" {
+		t.Errorf("origin %q", outs[1].DeadLetter.Origin)
+	}
+	var routed, failed schemas.Receipt
+	_ = proto.Unmarshal(outs[2].Msgs[0].Data, &routed)
+	_ = proto.Unmarshal(outs[2].Msgs[1].Data, &failed)
+	if strings.Join(routed.Targets, ",") != "log,alerts" || failed.Kind != schemas.Receipt_FAILED || failed.Target != "alerts" {
+		t.Errorf("receipts %v / %v", &routed, &failed)
 	}
 }

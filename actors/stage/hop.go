@@ -37,9 +37,10 @@ type Output struct {
 	Msgs []*nats.Msg
 }
 
-// DeadLetter is the reason of a dead-letter output.
+// DeadLetter is the reason of a dead-letter output. Origin is the subject
+// a redrive sends the events to; empty means the stage's input.
 type DeadLetter struct {
-	Reason, Detail string
+	Reason, Detail, Origin string
 }
 
 func (o *Output) events() int {
@@ -166,7 +167,11 @@ func (h *Hop) publish(ctx context.Context, msg jetstream.Msg, batchID string, ou
 				m.Header.Set(bus.HeaderDLQReason, dl.Reason)
 				m.Header.Set(bus.HeaderDLQDetail, dl.Detail)
 				m.Header.Set(bus.HeaderDLQStage, h.Name)
-				m.Header.Set(bus.HeaderDLQSubject, msg.Subject())
+				origin := dl.Origin
+				if origin == "" {
+					origin = msg.Subject()
+				}
+				m.Header.Set(bus.HeaderDLQSubject, origin)
 			}
 			h.Metrics.DeadLettered(dl.Reason, o.events())
 			h.Log.Warn("events dead-lettered", "stage", h.Name, "reason", dl.Reason, "events", o.events(), "detail", dl.Detail)

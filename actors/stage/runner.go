@@ -48,7 +48,10 @@ type Ticker interface {
 }
 
 // delivery is the actor message carrying one JetStream message.
-type delivery struct{ msg jetstream.Msg }
+type delivery struct {
+	msg jetstream.Msg
+	at  time.Time // when it was queued, or last kept alive
+}
 
 // tick is the actor message of the Ticker clock.
 type tick struct{}
@@ -65,13 +68,23 @@ type Runner struct {
 	// the stage.
 	OnFatal func(error)
 
-	system   *actor.ActorSystem
-	parent   *actor.PID
-	child    *actor.PID
+	system *actor.ActorSystem
+	parent *actor.PID
+	child  *actor.PID
+	// AckWait is the consumers' ack wait. Messages pulled but still queued
+	// for the actor are kept alive with InProgress well within it, so a
+	// busy stage never has them redelivered (and written twice) while their
+	// first delivery waits. Zero disables the keep-alive.
+	AckWait time.Duration
+
+	qmu    sync.Mutex // guards queued
+	queued map[*delivery]struct{}
+
 	mu       sync.Mutex // guards pumps
 	pumps    []jetstream.ConsumeContext
 	paused   atomic.Bool
 	tickStop chan struct{}
+	keepStop chan struct{}
 	stopping atomic.Bool
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -100,9 +113,14 @@ func (r *Runner) Start(system *actor.ActorSystem) error {
 	case <-time.After(10 * time.Second):
 		return fmt.Errorf("stage %s: actor did not start", r.Name)
 	}
+	r.queued = map[*delivery]struct{}{}
 	if err := r.startPumps(); err != nil {
 		r.Stop()
 		return err
+	}
+	if r.AckWait > 0 {
+		r.keepStop = make(chan struct{})
+		go r.keepAlive()
 	}
 	if fc, ok := r.Handler.(FlowControlled); ok {
 		fc.SetFlow(r)
@@ -120,7 +138,11 @@ func (r *Runner) startPumps() error {
 	defer r.mu.Unlock()
 	for _, c := range r.Consumers {
 		cc, err := c.Consume(func(m jetstream.Msg) {
-			r.system.Root.Send(r.child, &delivery{m})
+			d := &delivery{msg: m, at: time.Now()}
+			r.qmu.Lock()
+			r.queued[d] = struct{}{}
+			r.qmu.Unlock()
+			r.system.Root.Send(r.child, d)
 		},
 			// A short expiry: the default 30 s stalled consumers under an
 			// ack backlog in the measurements.
@@ -190,6 +212,29 @@ func (r *Runner) tickLoop() {
 	}
 }
 
+// keepAlive tells JetStream that messages waiting in the actor's mailbox
+// are in progress, before their ack wait runs out.
+func (r *Runner) keepAlive() {
+	every := r.AckWait / 3
+	t := time.NewTicker(every / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.keepStop:
+			return
+		case now := <-t.C:
+			r.qmu.Lock()
+			for d := range r.queued {
+				if now.Sub(d.at) >= every {
+					_ = d.msg.InProgress()
+					d.at = now
+				}
+			}
+			r.qmu.Unlock()
+		}
+	}
+}
+
 // TickEvery is how often a Ticker handler is ticked.
 const TickEvery = 200 * time.Millisecond
 
@@ -201,6 +246,9 @@ func (r *Runner) Drain(ctx context.Context) {
 		r.stopping.Store(true)
 		if r.tickStop != nil {
 			close(r.tickStop)
+		}
+		if r.keepStop != nil {
+			close(r.keepStop)
 		}
 		r.stopPumps()
 		if r.child != nil {
@@ -257,6 +305,9 @@ type worker struct {
 func (w *worker) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *delivery:
+		w.r.qmu.Lock()
+		delete(w.r.queued, m)
+		w.r.qmu.Unlock()
 		w.current = m.msg
 		w.r.Handler.Handle(w.r.ctx, m.msg)
 		w.current = nil

@@ -248,7 +248,7 @@ func (a *App) startHop(ctx context.Context, g *generation, name, stream, durable
 
 func (a *App) startRunner(g *generation, name string, cons []jetstream.Consumer, h stage.Handler, m *metrics.Stage, upstreamLocal bool) error {
 	r := &stage.Runner{
-		Name: name, Consumers: cons, Handler: h, Metrics: m, Log: a.log,
+		Name: name, Consumers: cons, Handler: h, Metrics: m, Log: a.log, AckWait: g.cfg.Bus.AckWait.D(),
 		OnFatal: func(err error) {
 			select {
 			case a.fatal <- err:
