@@ -121,12 +121,11 @@ type runnerInfo struct {
 }
 
 // Start builds and starts everything; on error what was started is stopped.
-func Start(ctx context.Context, cfg *config.Config, opts Options) (a *App, err error) {
-	a = &App{opts: opts, log: opts.Log, metrics: metrics.New(), fatal: make(chan error, 1)}
+func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err error) {
+	a := &App{opts: opts, log: opts.Log, metrics: metrics.New(), fatal: make(chan error, 1)}
 	defer func() {
 		if err != nil {
-			a.stopNow()
-			a = nil
+			a.stopNow() // a, not the result: "return nil, err" has set that to nil
 		}
 	}()
 	if err := a.startHTTP(cfg); err != nil {
