@@ -15,11 +15,19 @@ import (
 	"github.com/herald-router/herald/schemas"
 )
 
-// Class names set by Classify.
+// Class names set by Classify. Each is the last token of the subject
+// herald.events.<class> its events go to.
 const (
-	ClassRFC5424 = "rfc5424"
-	ClassRFC3164 = "rfc3164"
-	ClassUnknown = "unknown"
+	ClassRFC5424        = "rfc5424"
+	ClassRFC3164        = "rfc3164"
+	ClassApacheCommon   = "apache_common"
+	ClassApacheCombined = "apache_combined"
+	ClassNginx          = "nginx"
+	ClassJSON           = "json"
+	ClassLogfmt         = "logfmt"
+	ClassMail           = "mail"
+	ClassPGP            = "pgp"
+	ClassUnknown        = "unknown"
 )
 
 // Certainties set by Classify; see the package documentation.
@@ -32,8 +40,38 @@ const (
 	CertaintyRFC3164Lenient      float32 = 0.6
 	CertaintyRFC3164LenientNoPRI float32 = 0.5
 	CertaintyRFC3164BadPRI       float32 = 0.4
-	CertaintyUnknown             float32 = 0
+
+	CertaintyAccessCommon    float32 = 0.9
+	CertaintyAccess          float32 = 0.8
+	CertaintyAccessAmbiguous float32 = 0.6
+	CertaintyAccessOddStep   float32 = 0.2
+	CertaintyAccessMin       float32 = 0.2
+	CertaintyNginxError      float32 = 0.9
+
+	CertaintyJSON         float32 = 1.0
+	CertaintyJSONArray    float32 = 0.8
+	CertaintyJSONTrailing float32 = 0.5
+	CertaintyJSONBroken   float32 = 0.3
+
+	CertaintyLogfmt          float32 = 0.9
+	CertaintyLogfmtBareWords float32 = 0.7
+	CertaintyLogfmtOnePair   float32 = 0.5
+	CertaintyLogfmtBroken    float32 = 0.3
+
+	CertaintyMail        float32 = 0.9
+	CertaintyMailNoBlank float32 = 0.6
+	CertaintyMailThin    float32 = 0.5
+
+	CertaintyPGP        float32 = 1.0
+	CertaintyPGPOddStep float32 = 0.3
+	CertaintyPGPMin     float32 = 0.3
+
+	CertaintyUnknown float32 = 0
 )
+
+// RunnerUpWindow is how close (in certainty) the best other class must come
+// to the winner to be named in the runner_up fields.
+const RunnerUpWindow float32 = 0.25
 
 // Field keys, in the order in which they appear in Event.Fields.
 const (
@@ -44,6 +82,12 @@ const (
 	KeyPid      = "pid"
 	KeyMsgID    = "msgid"
 	KeySD       = "sd"
+
+	// KeyRunnerUp names the class that came second when its certainty is
+	// within RunnerUpWindow of the winner's; KeyRunnerUpCertainty is its
+	// certainty (Float). Both come after the class's own fields.
+	KeyRunnerUp          = "runner_up"
+	KeyRunnerUpCertainty = "runner_up_certainty"
 )
 
 // The go-syslog machines are not safe for concurrent use: keep one per
@@ -75,7 +119,23 @@ var (
 //
 // Fields already present on ev are kept; the parsed ones are appended.
 func Classify(ev *schemas.Event, now time.Time) {
+	// Host, service and time pre-set by the intake (herald ingest -h/-s/-d,
+	// a file receiver's host/service, a mail's headers) stand when the
+	// record carries none of its own.
+	preHost, preService, preTime := ev.Host, ev.Service, ev.TimeUnixNano
+	defer func() {
+		if ev.Host == "" {
+			ev.Host = preHost
+		}
+		if ev.Service == "" {
+			ev.Service = preService
+		}
+		if ev.TimeUnixNano == 0 {
+			ev.TimeUnixNano = preTime
+		}
+	}()
 	line := trimEOL(ev.Raw)
+	nf0 := len(ev.Fields)
 	ev.Class, ev.Certainty = ClassUnknown, CertaintyUnknown
 	ev.Host, ev.Service, ev.Message, ev.TimeUnixNano = "", "", "", 0
 
@@ -111,6 +171,13 @@ func Classify(ev *schemas.Event, now time.Time) {
 			return
 		}
 		if classify3164(ev, body, now, CertaintyRFC3164NoPRI, 0) {
+			if ev.Certainty <= CertaintyRFC3164NoPRI {
+				// a timestamp and words: let the other formats compete
+				classifyOther(ev, line, now, nf0, true)
+			}
+			return
+		}
+		if classifyOther(ev, line, now, nf0, false) {
 			return
 		}
 	}

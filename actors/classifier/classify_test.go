@@ -49,6 +49,21 @@ func renderValue(b *strings.Builder, v *schemas.Value) {
 		b.WriteByte('{')
 		b.WriteString(renderFields(k.Map.Fields))
 		b.WriteByte('}')
+	case *schemas.Value_Float:
+		b.WriteString(strconv.FormatFloat(k.Float, 'g', -1, 64))
+	case *schemas.Value_Bool:
+		b.WriteString(strconv.FormatBool(k.Bool))
+	case *schemas.Value_List:
+		b.WriteByte('[')
+		for i, x := range k.List.Values {
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			renderValue(b, x)
+		}
+		b.WriteByte(']')
+	case nil:
+		b.WriteString("null")
 	default:
 		b.WriteString("?")
 	}
@@ -344,6 +359,21 @@ var seeds = []string{
 	"this is not syslog",
 	"caf\xe9\x00\xff",
 	"",
+	`203.0.113.7 - - [04/Mar/2024:10:15:32 +0100] "GET /robots.txt HTTP/1.1" 404 196`,
+	`www.example.com:443 ::1 - bob [04/Mar/2024:10:15:35 +0000] "GET /a\"b HTTP/1.1" 200 - "-" "x \xe2\x82\xac"`,
+	`0.0.0.0 - - [18/Mar/2023:15:00:00 +0000] "GET / HTTP/2.0" 200 1 "-" "ua" 462 0.050 [up-9000] [] 10.0.50.80:9000 19437 0.049 200 75217`,
+	`10.1.2.3 - - [04/Mar/2024:10:15:35 +0000] "" 400 0 "-" "-" "2.75"`,
+	`2024/03/04 10:16:02 [warn] 1234#1234: *56789 upstream down, client: 192.0.2.10, request: "GET / HTTP/1.1", host: "a"`,
+	`{"time":"2024-03-04T10:17:00.123Z","host":{"name":"db"},"msg":"a\u00e9\ud83d\ude00","n":[1,2.5e3,true,null,{"x":-0}]}`,
+	`{"@fields":{"msg":"x"},"time":1709547420500,"big":18446744073709551615}`,
+	`[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]`,
+	`{"msg":"cut off`,
+	`ts=2024-03-04T10:18:00Z level=warn app=gateway msg="rate \"limit\" hit\n" bare k=`,
+	`a=="1 b="\u1" \x80=c`,
+	"From: a@example.org\nReceived: from h1 (h1 [192.0.2.1])\n\tby mx; Mon, 04 Mar 2024 03:12:08 +0100\nSubject: =?utf-8?q?x=E2=9C=93?=\nDate: Mon, 04 Mar 2024 03:12:07 +0100\n\nbody\n",
+	"From x Mon Mar  4 04:02:11 2024\nSubject: s\n\nFrom time to time\n",
+	"junk\n-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n- -- text\n-----BEGIN PGP SIGNATURE-----\n\niHUE\n=pQ3a\n-----END PGP SIGNATURE-----\n",
+	"-----BEGIN PGP MESSAGE-----garbage\nVersion: \x0b\n\nhF4D\n",
 }
 
 func FuzzClassify(f *testing.F) {
@@ -367,6 +397,13 @@ func BenchmarkClassify(b *testing.B) {
 		{"rfc5424-nosd", "<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su 1234 ID47 - 'su root' failed for lonvick on /dev/pts/8 while doing something rather long here"},
 		{"rfc3164", "<34>Oct 11 22:14:15 mymachine sshd[12345]: Accepted publickey for nagios from 192.0.2.1 port 42096 ssh2: RSA SHA256:abcdefghijklmnopqrstuvwxyz0123456789ABCDEF"},
 		{"unknown", "this is not syslog at all, just a line of text that someone wrote into a file somewhere and that happens to be long"},
+		{"apache_common", `203.0.113.7 - - [04/Mar/2024:10:15:32 +0100] "GET /wp-content/themes/site/style.css?ver=6.4.3 HTTP/1.1" 200 18342`},
+		{"apache_combined", `198.51.100.23 - alice [04/Mar/2024:10:15:33 +0100] "POST /login HTTP/1.1" 302 - "https://shop.example.org/cart" "Mozilla/5.0 (X11; Linux x86_64; rv:123.0) Gecko/20100101 Firefox/123.0"`},
+		{"nginx", `10.1.2.3 - - [04/Mar/2024:10:15:35 +0000] "GET /api/v1/items?page=2 HTTP/1.1" 200 877 "-" "okhttp/4.12.0" "203.0.113.9, 10.0.0.5"`},
+		{"json", `{"time":"2024-03-04T10:17:00.123Z","level":"info","service":"billing","host":"app-7","msg":"invoice sent","invoice":4711,"amount":12.5}`},
+		{"logfmt", `ts=2024-03-04T10:18:00Z level=warn app=gateway host=edge-3 msg="rate limit hit" route=/v1/orders limit=100`},
+		{"mail", mailBackup},
+		{"pgp", pgpClearSigned},
 	}
 	now := time.Now()
 	for _, l := range lines {
