@@ -11,6 +11,11 @@ packages=(
   rsyslog             # a real syslog collector for the syslog sink's tests (started by actors/sink/syslog/rsyslogtest)
   rsyslog-relp        # its RELP listener (imrelp)
   rsyslog-gnutls      # its TLS listener (imtcp with the gtls stream driver)
+  prosody             # a real XMPP server for the xmpp publisher's tests (started by actors/xmpp/prosodytest; certificates made in Go)
+  tmux                # a real terminal to drive `herald top` in (e2e/top_test.go)
+  # syslog-ng conflicts with rsyslog as a package; `make bench` (services/loadgen/compare.sh)
+  # unpacks syslog-ng-core with apt-get download + dpkg -x and needs its libraries:
+  libivykis0 libnet1 libwrap0 libglib2.0-0 libpcre3 libjson-c5 libcap2 libssl3 libsystemd0
 )
 
 missing=()
