@@ -11,6 +11,7 @@ import (
 	"github.com/herald-router/herald/actors/sink/postgres"
 	"github.com/herald-router/herald/actors/sink/stdout"
 	"github.com/herald-router/herald/actors/sink/syslog"
+	"github.com/herald-router/herald/actors/xmpp"
 	"github.com/herald-router/herald/config"
 )
 
