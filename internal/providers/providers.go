@@ -23,6 +23,7 @@ func Registry() *sink.Registry {
 	stdout.Register(r)
 	postgres.Register(r)
 	syslog.Register(r)
+	xmpp.Register(r)
 	return r
 }
 
