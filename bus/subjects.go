@@ -40,6 +40,11 @@ const (
 	consumerSinkPrefix = "sink-"
 )
 
+// KVFilePositions is the key-value bucket where file receivers keep the
+// read position of each file they follow, committed only once the records
+// before it were acknowledged; keys are "<receiver>.<device>.<inode>".
+const KVFilePositions = "HERALD_FILE_POSITIONS"
+
 // Headers herald sets on its messages.
 const (
 	// HeaderEncoding marks a message whose body is a protobuf Batch. A

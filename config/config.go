@@ -158,20 +158,18 @@ type Sink struct {
 	Options any    `yaml:"-"`
 }
 
-// SyslogReceiver holds the keys of a receiver of type syslog.
-type SyslogReceiver struct {
-	// TCP listen address, newline-framed. Empty disables TCP. Default none.
-	TCP string `yaml:"tcp"`
-	// UDP listen address. Empty disables UDP. Default none.
-	UDP string `yaml:"udp"`
-	// MaxMessageSize: longer records are rejected and counted. Default 64KiB.
-	MaxMessageSize Size `yaml:"max_message_size"`
-	// MaxConnections open at once on TCP; more are refused and counted.
-	// Default 1024.
-	MaxConnections int `yaml:"max_connections"`
-	// TargetMask given to events from this receiver. Default 4 (log).
-	TargetMask uint64 `yaml:"target_mask"`
+// Address is a socket a receiver listens on. Receiver options that listen
+// implement Addresses() []Address; config then checks each host:port and
+// refuses an address used twice, by one receiver or by two.
+type Address struct {
+	Field   string // the key, relative to the receiver: "tcp", "tls"
+	Network string // "tcp", "udp" or "unix": TCP and UDP may share a port
+	Addr    string // host:port, or a socket path for "unix"; "" is skipped
 }
+
+// Masked is implemented by receiver options that give their records a
+// target mask, so that config can check its bits belong to targets.
+type Masked interface{ Mask() uint64 }
 
 // Default returns the configuration herald uses for keys a file leaves out.
 func Default() *Config {
@@ -197,11 +195,6 @@ func Default() *Config {
 	}
 }
 
-// DefaultSyslogReceiver returns a syslog receiver's defaults.
-func DefaultSyslogReceiver() *SyslogReceiver {
-	return &SyslogReceiver{MaxMessageSize: 64 << 10, MaxConnections: 1024, TargetMask: 4}
-}
-
 // Kinds maps the type names of receivers and sinks to constructors of their
 // option structs, pre-filled with defaults. The registry of sink providers
 // supplies Sinks, so the config package needs no import of them.
@@ -223,9 +216,6 @@ func Load(path string, kinds Kinds) (*Config, error) {
 // Parse is Load for bytes already read; path names them in errors and gives
 // the folder relative paths resolve against.
 func Parse(path string, data []byte, kinds Kinds) (*Config, error) {
-	if kinds.Receivers == nil {
-		kinds.Receivers = map[string]func() any{"syslog": func() any { return DefaultSyslogReceiver() }}
-	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("config path %s: %w", path, err)
@@ -347,26 +337,19 @@ func (d *decoder) validate(c *Config) {
 		if !nameOK(name) {
 			d.errorf(p, "name %q: use letters, digits, _ and -", name)
 		}
-		if s, ok := r.Options.(*SyslogReceiver); ok {
-			if s.TCP == "" && s.UDP == "" {
-				d.errorf(p, "give tcp, udp or both")
-			}
-			for _, l := range []struct{ key, addr string }{{"tcp", s.TCP}, {"udp", s.UDP}} {
-				if l.addr == "" {
+		if a, ok := r.Options.(interface{ Addresses() []Address }); ok {
+			for _, l := range a.Addresses() {
+				if l.Addr == "" {
 					continue
 				}
-				d.checkAddr(p+"."+l.key, l.addr)
-				k := l.key + " " + l.addr
-				if other, dup := listens[k]; dup {
-					d.errorf(p+"."+l.key, "%s %s is already used by %s", l.key, l.addr, other)
+				if l.Network != "unix" {
+					d.checkAddr(p+"."+l.Field, l.Addr)
 				}
-				listens[k] = p + "." + l.key
-			}
-			if s.MaxMessageSize < 64 || s.MaxMessageSize > 16<<20 {
-				d.errorf(p+".max_message_size", "want 64B to 16MiB, got %d", s.MaxMessageSize)
-			}
-			if s.MaxConnections < 1 {
-				d.errorf(p+".max_connections", "want at least 1, got %d", s.MaxConnections)
+				k := l.Network + " " + l.Addr
+				if other, dup := listens[k]; dup {
+					d.errorf(p+"."+l.Field, "%s %s is already used by %s", l.Network, l.Addr, other)
+				}
+				listens[k] = p + "." + l.Field
 			}
 		}
 		if v, ok := r.Options.(interface{ Validate() []FieldError }); ok {

@@ -19,7 +19,24 @@ func (o *fileOpts) Validate() []FieldError {
 	return nil
 }
 
-var testKinds = Kinds{Sinks: map[string]func() any{"file": func() any { return &fileOpts{} }}}
+// syslogOpts stands for a listening receiver kind (the real ones live in
+// actors/receiver, which imports this package).
+type syslogOpts struct {
+	TCP        string `yaml:"tcp"`
+	UDP        string `yaml:"udp"`
+	TargetMask uint64 `yaml:"target_mask"`
+}
+
+func (o *syslogOpts) Addresses() []Address {
+	return []Address{{Field: "tcp", Network: "tcp", Addr: o.TCP}, {Field: "udp", Network: "udp", Addr: o.UDP}}
+}
+
+func (o *syslogOpts) Mask() uint64 { return o.TargetMask }
+
+var testKinds = Kinds{
+	Receivers: map[string]func() any{"syslog": func() any { return &syslogOpts{TargetMask: 4} }},
+	Sinks:     map[string]func() any{"file": func() any { return &fileOpts{} }},
+}
 
 const good = `
 bus:
@@ -49,8 +66,8 @@ func TestAGoodFileGetsDefaultsAndAbsolutePaths(t *testing.T) {
 	if cfg.Bus.Embedded.DataDir != filepath.FromSlash("/etc/herald/data") {
 		t.Errorf("data_dir = %s, want it resolved against the config's folder", cfg.Bus.Embedded.DataDir)
 	}
-	s := cfg.Receivers["syslog"].Options.(*SyslogReceiver)
-	if s.TCP != "127.0.0.1:5514" || s.MaxMessageSize != 64<<10 || s.TargetMask != 4 {
+	s := cfg.Receivers["syslog"].Options.(*syslogOpts)
+	if s.TCP != "127.0.0.1:5514" || s.TargetMask != 4 {
 		t.Errorf("syslog receiver = %+v", s)
 	}
 	if cfg.Sinks["events"].Options.(*fileOpts).Path != "out.jsonl" {

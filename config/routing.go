@@ -72,8 +72,8 @@ func (d *decoder) validateRouting(c *Config) {
 		}
 	}
 	for _, name := range sortedKeys(c.Receivers) {
-		if s, ok := c.Receivers[name].Options.(*SyslogReceiver); ok {
-			if u := undefined(s.TargetMask); u != "" && len(c.Targets) > 0 {
+		if s, ok := c.Receivers[name].Options.(Masked); ok {
+			if u := undefined(s.Mask()); u != "" && len(c.Targets) > 0 {
 				d.errorf("receivers."+name+".target_mask", "bits %s belong to no target", u)
 			}
 		}

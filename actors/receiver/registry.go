@@ -90,19 +90,13 @@ func (r *Registry) New(env Env, rc *config.Receiver) (Listener, error) {
 	return l, nil
 }
 
-// RegisterSyslog adds the syslog receiver (TCP and UDP) to r.
+// RegisterSyslog adds the syslog receiver (TCP, TLS, UDP and unix
+// sockets) to r.
 func RegisterSyslog(r *Registry) {
 	r.MustAdd("syslog", Kind{
-		Options: func() any { return config.DefaultSyslogReceiver() },
+		Options: func() any { return DefaultSyslogOptions() },
 		New: func(env Env, o any) (Listener, error) {
-			so := o.(*config.SyslogReceiver)
-			return &Syslog{
-				Name: env.Name, TCPAddr: so.TCP, UDPAddr: so.UDP, MaxMessageSize: int(so.MaxMessageSize),
-				MaxConnections: so.MaxConnections, TargetMask: so.TargetMask, Batcher: env.Batcher,
-				Metrics: env.Metrics, Connections: env.Connections, Log: env.Log,
-			}, nil
+			return NewSyslog(env, o.(*SyslogOptions))
 		},
 	})
 }
-
-var _ Listener = (*Syslog)(nil)

@@ -1,287 +1,290 @@
 package receiver
 
 import (
-	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
+	"io/fs"
 	"net"
 	"os"
 	"sync"
 	"time"
 
-	"github.com/herald-router/herald/internal/metrics"
 	"github.com/herald-router/herald/schemas"
 )
 
-// Syslog accepts newline-framed syslog over TCP and one record per datagram
-// over UDP.
+// Syslog accepts syslog over TCP, TLS and unix stream sockets (RFC 6587
+// framing, see ReadFrames) and one record per datagram over UDP and unix
+// datagram sockets.
 type Syslog struct {
-	Name           string
-	TCPAddr        string
-	UDPAddr        string
-	MaxMessageSize int
-	MaxConnections int
-	TargetMask     uint64
-	Batcher        *Batcher
-	Metrics        *metrics.Stage
-	Connections    interface{ Add(float64) }
-	Log            *slog.Logger
+	env     Env
+	opts    SyslogOptions
+	unix    string // resolved socket paths
+	unixStr string
+	tlsConf *tls.Config
+	streams *StreamServer
 
-	tcp   net.Listener
-	udp   *net.UDPConn
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	quit  chan struct{}
+	tcp, tls, unixStream net.Listener
+	udp, unixgram        net.PacketConn
+	wg                   sync.WaitGroup // the datagram loops
+	shutdown             sync.Once
+}
+
+// NewSyslog builds a syslog receiver; it loads the TLS files, so a missing
+// certificate fails here, before anything listens.
+func NewSyslog(env Env, o *SyslogOptions) (*Syslog, error) {
+	s := &Syslog{env: env, opts: *o, unix: o.Unix, unixStr: o.UnixStream}
+	if env.Config != nil {
+		s.unix, s.unixStr = env.Config.Abs(o.Unix), env.Config.Abs(o.UnixStream)
+	}
+	if o.TLS != "" {
+		var abs func(string) string
+		if env.Config != nil {
+			abs = env.Config.Abs
+		}
+		conf, err := o.TLSOptions.ServerConfig(abs)
+		if err != nil {
+			return nil, err
+		}
+		s.tlsConf = conf
+	}
+	s.streams = &StreamServer{
+		Name: env.Name, MaxConnections: o.MaxConnections, Metrics: env.Metrics,
+		Connections: env.Connections, Log: env.Log,
+	}
+	return s, nil
 }
 
 // Listen opens the sockets. It fails at once, naming the address, when one
-// cannot be bound.
+// cannot be bound, and then leaves none open.
 func (s *Syslog) Listen() error {
-	s.conns = map[net.Conn]struct{}{}
-	s.quit = make(chan struct{})
-	if s.TCPAddr != "" {
-		ln, err := net.Listen("tcp", s.TCPAddr)
-		if err != nil {
-			return fmt.Errorf("receiver %s: listen tcp %s: %w", s.Name, s.TCPAddr, err)
-		}
-		s.tcp = ln
+	err := s.listen()
+	if err != nil {
+		s.closeAll()
 	}
-	if s.UDPAddr != "" {
-		addr, err := net.ResolveUDPAddr("udp", s.UDPAddr)
-		if err != nil {
-			s.closeListeners()
-			return fmt.Errorf("receiver %s: udp address %s: %w", s.Name, s.UDPAddr, err)
+	return err
+}
+
+func (s *Syslog) listen() error {
+	var err error
+	if s.opts.TCP != "" {
+		if s.tcp, err = net.Listen("tcp", s.opts.TCP); err != nil {
+			return fmt.Errorf("receiver %s: listen tcp %s: %w", s.env.Name, s.opts.TCP, err)
 		}
-		c, err := net.ListenUDP("udp", addr)
+	}
+	if s.opts.TLS != "" {
+		if s.tls, err = net.Listen("tcp", s.opts.TLS); err != nil {
+			return fmt.Errorf("receiver %s: listen tls %s: %w", s.env.Name, s.opts.TLS, err)
+		}
+	}
+	if s.opts.UDP != "" {
+		c, err := net.ListenPacket("udp", s.opts.UDP)
 		if err != nil {
-			s.closeListeners()
-			return fmt.Errorf("receiver %s: listen udp %s: %w", s.Name, s.UDPAddr, err)
+			return fmt.Errorf("receiver %s: listen udp %s: %w", s.env.Name, s.opts.UDP, err)
 		}
 		// A big socket buffer absorbs bursts; UDP has no back-pressure.
-		_ = c.SetReadBuffer(8 << 20)
+		_ = c.(*net.UDPConn).SetReadBuffer(8 << 20)
 		s.udp = c
+	}
+	if s.unix != "" {
+		if err := removeStaleSocket("unixgram", s.unix); err != nil {
+			return fmt.Errorf("receiver %s: unix socket: %w", s.env.Name, err)
+		}
+		c, err := net.ListenPacket("unixgram", s.unix)
+		if err != nil {
+			return fmt.Errorf("receiver %s: listen unix %s: %w", s.env.Name, s.unix, err)
+		}
+		s.unixgram = c
+		_ = c.(*net.UnixConn).SetReadBuffer(8 << 20)
+		if err := os.Chmod(s.unix, 0o666); err != nil {
+			return fmt.Errorf("receiver %s: unix socket: %w", s.env.Name, err)
+		}
+	}
+	if s.unixStr != "" {
+		if err := removeStaleSocket("unix", s.unixStr); err != nil {
+			return fmt.Errorf("receiver %s: unix_stream socket: %w", s.env.Name, err)
+		}
+		if s.unixStream, err = net.Listen("unix", s.unixStr); err != nil {
+			return fmt.Errorf("receiver %s: listen unix_stream %s: %w", s.env.Name, s.unixStr, err)
+		}
+		if err := os.Chmod(s.unixStr, 0o666); err != nil {
+			return fmt.Errorf("receiver %s: unix_stream socket: %w", s.env.Name, err)
+		}
 	}
 	return nil
 }
 
-// TCPAddress is the bound TCP address (useful with port 0).
-func (s *Syslog) TCPAddress() net.Addr {
-	if s.tcp == nil {
+// removeStaleSocket removes a socket file left by an earlier run (binding
+// fails on an existing path). A socket some process still serves (a probe
+// of network connects) and any other kind of file are errors, never
+// removed.
+func removeStaleSocket(network, path string) error {
+	st, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	return s.tcp.Addr()
+	if err != nil {
+		return err
+	}
+	if st.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	if c, err := net.Dial(network, path); err == nil {
+		_ = c.Close()
+		return fmt.Errorf("%s is in use by another process", path)
+	}
+	return os.Remove(path)
+}
+
+// TCPAddress is the bound TCP address (useful with port 0), nil without.
+func (s *Syslog) TCPAddress() net.Addr { return lnAddr(s.tcp) }
+
+// TLSAddress is the bound TLS address, nil without.
+func (s *Syslog) TLSAddress() net.Addr { return lnAddr(s.tls) }
+
+// UDPAddress is the bound UDP address, nil without.
+func (s *Syslog) UDPAddress() net.Addr {
+	if s.udp == nil {
+		return nil
+	}
+	return s.udp.LocalAddr()
+}
+
+func lnAddr(ln net.Listener) net.Addr {
+	if ln == nil {
+		return nil
+	}
+	return ln.Addr()
 }
 
 // Serve starts the accept and read loops.
 func (s *Syslog) Serve() {
+	max := int(s.opts.MaxMessageSize)
+	handle := func(nul bool) func(c net.Conn, peer string) {
+		fo := FrameOptions{Max: max, NUL: nul}
+		return func(c net.Conn, peer string) {
+			err := ReadFrames(c, fo, func(rec []byte) { s.emit(rec, peer) },
+				func(reason string) { s.env.Metrics.Rejected(reason, 1) })
+			switch {
+			case errors.Is(err, ErrBadFrame):
+				s.env.Log.Warn("closing the connection: its octet-counted framing is broken; the records before were kept",
+					"receiver", s.env.Name, "peer", peer, "err", err)
+			case err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded):
+				s.env.Log.Debug("connection ended", "receiver", s.env.Name, "peer", peer, "err", err)
+			}
+		}
+	}
 	if s.tcp != nil {
-		s.wg.Add(1)
-		go s.acceptLoop()
+		s.streams.Serve(s.tcp, nil, 0, handle(s.opts.NULTerminator))
+	}
+	if s.tls != nil {
+		s.streams.Serve(s.tls, s.tlsConf, s.opts.TLSOptions.HandshakeTimeout.D(), handle(s.opts.NULTerminator))
+	}
+	if s.unixStream != nil {
+		// glibc's syslog(3) ends each record with NUL on a stream socket.
+		s.streams.Serve(s.unixStream, nil, 0, handle(true))
 	}
 	if s.udp != nil {
 		s.wg.Add(1)
-		go s.udpLoop()
+		go s.datagramLoop(s.udp, "")
 	}
-}
-
-func (s *Syslog) acceptLoop() {
-	defer s.wg.Done()
-	for {
-		c, err := s.tcp.Accept()
-		if err != nil {
-			select {
-			case <-s.quit:
-				return
-			default:
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			s.Log.Warn("accept failed", "receiver", s.Name, "err", err)
-			time.Sleep(50 * time.Millisecond) // e.g. out of file descriptors
-			continue
-		}
-		s.mu.Lock()
-		if len(s.conns) >= s.MaxConnections {
-			s.mu.Unlock()
-			s.Metrics.Rejected("max_connections", 1)
-			s.Log.Warn("connection refused: max_connections reached", "receiver", s.Name, "peer", c.RemoteAddr().String(), "max", s.MaxConnections)
-			_ = c.Close()
-			continue
-		}
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
-		s.Connections.Add(1)
+	if s.unixgram != nil {
 		s.wg.Add(1)
-		go s.serveConn(c)
+		go s.datagramLoop(s.unixgram, "unix:"+s.unix)
 	}
 }
 
-func (s *Syslog) serveConn(c net.Conn) {
+// datagramLoop reads one record per datagram; peer overrides the sender's
+// address (unix senders are mostly unnamed).
+func (s *Syslog) datagramLoop(pc net.PacketConn, peer string) {
 	defer s.wg.Done()
-	defer func() {
-		if r := recover(); r != nil {
-			s.Metrics.Rejected("panic", 1)
-			s.Log.Error("connection handler panicked; connection closed", "receiver", s.Name, "panic", fmt.Sprint(r))
-		}
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		s.Connections.Add(-1)
-		_ = c.Close()
-	}()
-	peer := c.RemoteAddr().String()
-	err := ReadLines(c, s.MaxMessageSize, func(line []byte) {
-		s.emit(line, peer)
-	}, func(reason string) { s.Metrics.Rejected(reason, 1) })
-	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
-		s.Log.Debug("connection ended", "receiver", s.Name, "peer", peer, "err", err)
-	}
-}
-
-// ReadLines calls emit for each newline-terminated line of r (without the
-// newline; a final unterminated line counts too). Lines longer than max are
-// dropped whole and reported to reject as "too_long"; empty lines as
-// "empty". The slice given to emit is only valid during the call.
-func ReadLines(r io.Reader, max int, emit func([]byte), reject func(reason string)) error {
-	br := bufio.NewReaderSize(r, 64<<10)
-	var long []byte
-	discarding := false
+	// One byte more than the maximum tells a too long datagram (the kernel
+	// cuts it to the buffer) from one exactly at it.
+	buf := make([]byte, max(int(s.opts.MaxMessageSize)+1, 64<<10))
 	for {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			if !discarding {
-				long = append(long, line...)
-				if len(long) > max {
-					discarding = true
-					long = long[:0]
-					reject("too_long")
-				}
-			}
-			continue
-		}
-		if len(line) > 0 {
-			switch {
-			case discarding:
-				discarding = false // the end of a line already rejected
-			default:
-				full := line
-				if len(long) > 0 {
-					long = append(long, line...)
-					full = long
-				}
-				if full[len(full)-1] == '\n' {
-					full = full[:len(full)-1]
-				}
-				switch {
-				case len(full) == 0 || len(full) == 1 && full[0] == '\r':
-					reject("empty")
-				case len(full) > max:
-					reject("too_long")
-				default:
-					emit(full)
-				}
-				long = long[:0]
-			}
-		}
+		n, addr, err := pc.ReadFrom(buf)
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-	}
-}
-
-func (s *Syslog) udpLoop() {
-	defer s.wg.Done()
-	buf := make([]byte, 64<<10)
-	for {
-		n, addr, err := s.udp.ReadFromUDP(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
 				return
 			}
-			select {
-			case <-s.quit:
-				return
-			default:
-			}
-			s.Log.Warn("udp read failed", "receiver", s.Name, "err", err)
+			s.env.Log.Warn("datagram read failed", "receiver", s.env.Name, "err", err)
 			continue
 		}
 		d := buf[:n]
-		if n > 0 && d[n-1] == '\n' {
+		// A trailing LF, or NUL from old C libraries, is not part of it.
+		if n > 0 && (d[n-1] == '\n' || d[n-1] == 0) {
 			d = d[:n-1]
 		}
 		switch {
 		case len(d) == 0:
-			s.Metrics.Rejected("empty", 1)
-		case len(d) > s.MaxMessageSize:
-			s.Metrics.Rejected("too_long", 1)
+			s.env.Metrics.Rejected(RejectEmpty, 1)
+		case len(d) > int(s.opts.MaxMessageSize):
+			s.env.Metrics.Rejected(RejectTooLong, 1)
 		default:
-			s.emit(d, addr.String())
+			p := peer
+			if p == "" {
+				p = addr.String()
+			}
+			s.emit(d, p)
 		}
 	}
 }
 
-func (s *Syslog) emit(line []byte, peer string) {
+func (s *Syslog) emit(rec []byte, peer string) {
 	ev := &schemas.Event{
-		Raw:              append([]byte(nil), line...),
-		Source:           s.Name,
+		Raw:              append([]byte(nil), rec...),
+		Source:           s.env.Name,
 		Peer:             peer,
 		ReceivedUnixNano: time.Now().UnixNano(),
-		TargetMask:       s.TargetMask,
+		TargetMask:       s.opts.TargetMask,
 	}
-	s.Metrics.Received.Inc()
-	if !s.Batcher.Add(ev) {
-		s.Metrics.Rejected("shutting_down", 1)
-	}
-}
-
-func (s *Syslog) closeListeners() {
-	if s.tcp != nil {
-		_ = s.tcp.Close()
-	}
-	if s.udp != nil {
-		_ = s.udp.Close()
+	s.env.Metrics.Received.Inc()
+	if !s.env.Batcher.Add(ev) {
+		s.env.Metrics.Rejected("shutting_down", 1)
 	}
 }
 
-// Shutdown stops accepting, lets open connections deliver what the kernel
-// already holds for a short grace period, then closes them and waits for
-// every reader. ctx bounds the wait.
-func (s *Syslog) Shutdown(ctx context.Context) {
-	close(s.quit)
-	if s.tcp != nil {
-		_ = s.tcp.Close()
-	}
-	grace := time.Now().Add(300 * time.Millisecond)
-	s.mu.Lock()
-	for c := range s.conns {
-		_ = c.SetReadDeadline(grace)
-	}
-	s.mu.Unlock()
-	if s.udp != nil {
-		// Read what is queued in the socket, then stop.
-		_ = s.udp.SetReadDeadline(grace)
-	}
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.mu.Lock()
-		for c := range s.conns {
-			_ = c.Close()
+func (s *Syslog) closeAll() {
+	for _, ln := range []net.Listener{s.tcp, s.tls, s.unixStream} {
+		if ln != nil {
+			_ = ln.Close()
 		}
-		s.mu.Unlock()
 	}
-	if s.udp != nil {
-		_ = s.udp.Close()
+	for _, pc := range []net.PacketConn{s.udp, s.unixgram} {
+		if pc != nil {
+			_ = pc.Close()
+		}
+	}
+	if s.unixgram != nil {
+		_ = os.Remove(s.unix) // a stream listener removes its own file
 	}
 }
+
+// drainGrace is how long open connections and datagram sockets may still
+// deliver what the kernel holds once Shutdown began.
+const drainGrace = 300 * time.Millisecond
+
+// Shutdown stops accepting, lets open connections and datagram sockets
+// deliver what the kernel already holds for a short grace period, then
+// closes them and waits for every reader. ctx bounds the wait.
+func (s *Syslog) Shutdown(ctx context.Context) {
+	s.shutdown.Do(func() {
+		grace := time.Now().Add(drainGrace)
+		for _, pc := range []net.PacketConn{s.udp, s.unixgram} {
+			if pc != nil {
+				_ = pc.SetReadDeadline(grace)
+			}
+		}
+		s.streams.Shutdown(ctx, drainGrace)
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+		s.closeAll()
+	})
+}
+
+var _ Listener = (*Syslog)(nil)

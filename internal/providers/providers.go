@@ -5,6 +5,9 @@ package providers
 
 import (
 	"github.com/herald-router/herald/actors/receiver"
+	httpreceiver "github.com/herald-router/herald/actors/receiver/http"
+	"github.com/herald-router/herald/actors/receiver/relp"
+	"github.com/herald-router/herald/actors/receiver/tail"
 	"github.com/herald-router/herald/actors/sink"
 	"github.com/herald-router/herald/actors/sink/file"
 	"github.com/herald-router/herald/actors/sink/natssink"
@@ -31,6 +34,9 @@ func Registry() *sink.Registry {
 func Receivers() *receiver.Registry {
 	r := receiver.NewRegistry()
 	receiver.RegisterSyslog(r)
+	relp.Register(r)
+	tail.Register(r)
+	httpreceiver.Register(r)
 	return r
 }
 

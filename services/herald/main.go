@@ -45,6 +45,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(runCmd(), checkCmd(), versionCmd(), dlqCmd(), replayCmd())
+	root.AddCommand(ingestCmd())       // gcm_input: services/herald/cmd_ingest.go
 	root.AddCommand(toolCmds(root)...) // test, top, tap, completion: services/herald/cmd_*.go
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "herald:", err)

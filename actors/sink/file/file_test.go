@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/herald-router/herald/actors/receiver"
 	"github.com/herald-router/herald/actors/sink"
 	"github.com/herald-router/herald/actors/sink/format"
 	"github.com/herald-router/herald/actors/sink/format/formattest"
@@ -532,7 +533,9 @@ sinks:
 func TestConfigKeysDecodeStrictlyAndOldConfigsStillLoad(t *testing.T) {
 	r := sink.NewRegistry()
 	Register(r)
-	kinds := config.Kinds{Sinks: r.ConfigKinds()}
+	rr := receiver.NewRegistry()
+	receiver.RegisterSyslog(rr)
+	kinds := config.Kinds{Receivers: rr.ConfigKinds(), Sinks: r.ConfigKinds()}
 	for _, tc := range []struct {
 		name string
 		keys string
