@@ -126,6 +126,13 @@ type Metrics struct {
 	// Pprof serves Go's profiler under /debug/pprof/ on the same address.
 	// Default false.
 	Pprof bool `yaml:"pprof"`
+	// TokenFile names a file holding a token that /metrics, /reload and
+	// /debug/pprof/ then require as "Authorization: Bearer <token>";
+	// /healthz and /readyz stay open for probes. Default none (no token).
+	TokenFile string `yaml:"token_file"`
+	// TokenEnv names an environment variable holding that token instead.
+	// Default none.
+	TokenEnv string `yaml:"token_env"`
 }
 
 // Receiver is one configured intake. Type selects the kind; Options holds the
@@ -329,6 +336,9 @@ func (d *decoder) validate(c *Config) {
 	}
 	if c.Metrics.Listen != "" {
 		d.checkAddr("metrics.listen", c.Metrics.Listen)
+	}
+	if c.Metrics.TokenFile != "" && c.Metrics.TokenEnv != "" {
+		d.errorf("metrics.token_env", "give token_file or token_env, not both")
 	}
 	listens := map[string]string{}
 	for _, name := range sortedKeys(c.Receivers) {

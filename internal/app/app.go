@@ -5,12 +5,14 @@ package app
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -475,8 +477,27 @@ func (a *App) startHTTP(cfg *config.Config) error {
 	if cfg.Metrics.Listen == "" {
 		return nil
 	}
+	token, err := metricsToken(cfg)
+	if err != nil {
+		return err
+	}
+	// guard requires the token, when one is configured, in constant time.
+	guard := func(h http.Handler) http.Handler {
+		if token == "" {
+			return h
+		}
+		want := []byte("Bearer " + token)
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+				w.Header().Set("WWW-Authenticate", "Bearer")
+				http.Error(w, "a bearer token is required", http.StatusUnauthorized)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", guard(promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{})))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !a.ready.Load() || a.bus == nil || !a.bus.NC.IsConnected() {
@@ -485,7 +506,7 @@ func (a *App) startHTTP(cfg *config.Config) error {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	mux.HandleFunc("/reload", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/reload", guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			http.Error(w, "POST to reload the config", http.StatusMethodNotAllowed)
 			return
@@ -495,12 +516,12 @@ func (a *App) startHTTP(cfg *config.Config) error {
 			return
 		}
 		_, _ = w.Write([]byte("reloaded\n"))
-	})
+	})))
 	if cfg.Metrics.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.Handle("/debug/pprof/", guard(http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/profile", guard(http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/symbol", guard(http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("/debug/pprof/trace", guard(http.HandlerFunc(pprof.Trace)))
 	}
 	ln, err := net.Listen("tcp", cfg.Metrics.Listen)
 	if err != nil {
@@ -529,6 +550,30 @@ func (a *App) Reopen() {
 		}
 	}
 	a.log.Info("files will be reopened at the next write")
+}
+
+// metricsToken reads the metrics endpoint's token from its file or
+// environment variable; the token itself never appears in an error.
+func metricsToken(cfg *config.Config) (string, error) {
+	switch {
+	case cfg.Metrics.TokenFile != "":
+		b, err := os.ReadFile(cfg.Abs(cfg.Metrics.TokenFile))
+		if err != nil {
+			return "", fmt.Errorf("metrics.token_file: %w", err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("metrics.token_file %s is empty", cfg.Metrics.TokenFile)
+		}
+		return t, nil
+	case cfg.Metrics.TokenEnv != "":
+		t := strings.TrimSpace(os.Getenv(cfg.Metrics.TokenEnv))
+		if t == "" {
+			return "", fmt.Errorf("metrics.token_env: the variable %s is empty or unset", cfg.Metrics.TokenEnv)
+		}
+		return t, nil
+	}
+	return "", nil
 }
 
 // Fatal delivers an error that must end the process (a stage that died).
