@@ -48,13 +48,16 @@ type SyslogOptions struct {
 	MaxConnections int `yaml:"max_connections"`
 	// TargetMask given to events from this receiver. Default 4 (log).
 	TargetMask uint64 `yaml:"target_mask"`
+	// Multiline joins the lines of each stream connection (tcp, tls,
+	// unix_stream) into records, such as stack traces. Default off.
+	Multiline MultilineOptions `yaml:"multiline"`
 }
 
 // DefaultSyslogOptions returns a syslog receiver's defaults.
 func DefaultSyslogOptions() *SyslogOptions {
 	return &SyslogOptions{
 		MaxMessageSize: 64 << 10, MaxConnections: 1024, TargetMask: 4,
-		TLSOptions: DefaultTLSOptions(),
+		TLSOptions: DefaultTLSOptions(), Multiline: DefaultMultilineOptions(),
 	}
 }
 
@@ -88,6 +91,7 @@ func (o *SyslogOptions) Validate() []config.FieldError {
 		errs = append(errs, config.FieldError{Field: "unix_stream", Reason: "must differ from unix: one path holds one socket"})
 	}
 	errs = append(errs, o.TLSOptions.Check("tls_options.", o.TLS != "")...)
+	errs = append(errs, o.Multiline.check()...)
 	return errs
 }
 

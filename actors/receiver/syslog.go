@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"regexp"
 	"sync"
 	"time"
 
@@ -24,6 +25,8 @@ type Syslog struct {
 	unixStr string
 	tlsConf *tls.Config
 	streams *StreamServer
+	// multiline is the compiled multiline.start, nil without joining.
+	multiline *regexp.Regexp
 
 	tcp, tls, unixStream net.Listener
 	udp, unixgram        net.PacketConn
@@ -59,6 +62,13 @@ func NewSyslog(env Env, o *SyslogOptions) (*Syslog, error) {
 // Listen opens the sockets. It fails at once, naming the address, when one
 // cannot be bound, and then leaves none open.
 func (s *Syslog) Listen() error {
+	if s.opts.Multiline.Start != "" {
+		re, err := regexp.Compile(s.opts.Multiline.Start)
+		if err != nil {
+			return fmt.Errorf("receiver %s: multiline.start: %w", s.env.Name, err)
+		}
+		s.multiline = re
+	}
 	err := s.listen()
 	if err != nil {
 		s.closeAll()
@@ -164,7 +174,13 @@ func (s *Syslog) Serve() {
 	handle := func(nul bool) func(c net.Conn, peer string) {
 		fo := FrameOptions{Max: max, NUL: nul}
 		return func(c net.Conn, peer string) {
-			err := ReadFrames(c, fo, func(rec []byte) { s.emit(rec, peer) },
+			emit := func(rec []byte) { s.emit(rec, peer) }
+			if s.multiline != nil {
+				j := newJoiner(s.multiline, s.opts.Multiline, max, emit)
+				defer j.close()
+				emit = j.line
+			}
+			err := ReadFrames(c, fo, emit,
 				func(reason string) { s.env.Metrics.Rejected(reason, 1) })
 			switch {
 			case errors.Is(err, ErrBadFrame):
