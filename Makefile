@@ -5,48 +5,11 @@ BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herald-router/herald/internal/version.Version=$(VERSION)
 
-.PHONY: build run test unit e2e bench lint generate check-generate deps
+.PHONY: build run test unit e2e bench chaos lint generate check-generate deps
 
 build: ## writes bin/herald and bin/herald-loadgen
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/herald ./services/herald
 	$(GO) build -o $(BIN)/herald-loadgen ./services/loadgen
-
-run: build ## herald on its embedded default config
-	$(BIN)/herald run --config deploy/herald.yaml
-
-# protoc comes from Debian's protobuf-compiler; protoc-gen-go is built at the
-# version go.mod pins, so generated code only changes when go.mod does.
-# The Debian packages of the build and of the tests' real peers (protoc,
-# PostgreSQL, rsyslog ...), installed when missing: deploy/ci/deps.sh lists them.
-deps:
-	@bash deploy/ci/deps.sh
-
-generate: deps ## rebuilds schemas/*.pb.go, schemas/config.schema.json and docs/config.md
-	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
-	PATH="$(CURDIR)/$(BIN):$$PATH" protoc --proto_path=schemas --go_out=schemas --go_opt=paths=source_relative schemas/event.proto
-	$(GO) run ./internal/schemagen -out schemas/config.schema.json -doc docs/config.md
-
-# Fails when the committed generated code, schema or config reference differs
-# from what `make generate` writes.
-check-generate: generate
-	@git diff --exit-code -- schemas/ docs/ || { echo "schemas/, docs/: generated files are stale, run make generate and commit"; exit 1; }
-
-# -race: the stages are concurrent by design; -shuffle: no test may depend on another's order.
-# The e2e tests (package e2e) build and run bin/herald, so build first.
-test: deps check-generate build
-	$(GO) vet ./...
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
-	$(GO) test -race -shuffle=on -count=1 -timeout 12m ./...
-
-unit: ## unit tests only (no built binary)
-	$(GO) test -race -count=1 -timeout 5m $$($(GO) list ./... | grep -v /e2e)
-
-e2e: build ## end-to-end tests against bin/herald
-	$(GO) test -race -count=1 -timeout 10m ./e2e/...
-
-bench: build ## load generator against the built binary, then the Go micro-benchmarks
-	bash services/loadgen/bench.sh
-	$(GO) test -run '^$$' -bench . -benchmem ./actors/... ./bus/...
 
 # A static binary to ship (deploy/systemd, deploy/container): CGO_ENABLED=0 so it
 # needs no libc and runs on any Linux of its architecture; -trimpath keeps this
@@ -89,6 +52,17 @@ unit: ## unit tests only (no built binary)
 
 e2e: build ## end-to-end tests against bin/herald
 	$(GO) test -race -count=1 -timeout 10m ./e2e/...
+
+# The full chaos run (e2e/chaos_long_test.go, build tag chaos): 1,000,000 events
+# through the pipeline with each stage in its own process, 20 kill -9s of a random
+# stage; prints sent, delivered, lost, duplicates and the longest stall. A short
+# version (e2e/chaos_test.go) runs in `make test`.
+chaos: build ## kill -9 chaos over a million events (about 2-5 minutes)
+	$(GO) test -tags chaos -count=1 -timeout 30m -v -run Chaos ./e2e/
+
+bench: build ## load generator against the built binary, then the Go micro-benchmarks
+	bash services/loadgen/bench.sh
+	$(GO) test -run '^$$' -bench . -benchmem ./actors/... ./bus/...
 
 lint:
 	$(GO) vet ./...
