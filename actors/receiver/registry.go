@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sort"
 
 	"github.com/herald-router/herald/bus"
 	"github.com/herald-router/herald/config"
+	"github.com/herald-router/herald/internal/kinds"
 	"github.com/herald-router/herald/internal/metrics"
 )
 
@@ -45,41 +45,19 @@ type Kind struct {
 
 // Registry maps type names to receiver kinds. It is a value: a test builds
 // one with exactly the kinds it needs.
-type Registry struct{ kinds map[string]Kind }
+type Registry struct{ kinds.Set[Kind] }
 
 // NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{kinds: map[string]Kind{}} }
-
-// MustAdd registers a kind; a duplicate name is a programming error.
-func (r *Registry) MustAdd(name string, k Kind) {
-	if _, dup := r.kinds[name]; dup {
-		panic("receiver: kind " + name + " registered twice")
-	}
-	r.kinds[name] = k
-}
+func NewRegistry() *Registry { return &Registry{kinds.NewSet[Kind]("receiver")} }
 
 // ConfigKinds returns the option constructors for config.Kinds.Receivers.
 func (r *Registry) ConfigKinds() map[string]func() any {
-	m := make(map[string]func() any, len(r.kinds))
-	for n, k := range r.kinds {
-		m[n] = k.Options
-	}
-	return m
-}
-
-// Names returns the registered names, sorted.
-func (r *Registry) Names() []string {
-	names := make([]string, 0, len(r.kinds))
-	for n := range r.kinds {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return r.Options(func(k Kind) func() any { return k.Options })
 }
 
 // New builds the listener of a configured receiver.
 func (r *Registry) New(env Env, rc *config.Receiver) (Listener, error) {
-	k, ok := r.kinds[rc.Type]
+	k, ok := r.Get(rc.Type)
 	if !ok {
 		return nil, fmt.Errorf("receiver %s: unknown type %q", env.Name, rc.Type)
 	}

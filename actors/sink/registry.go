@@ -3,11 +3,11 @@ package sink
 import (
 	"fmt"
 	"log/slog"
-	"sort"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/herald-router/herald/config"
+	"github.com/herald-router/herald/internal/kinds"
 )
 
 // Env is what a provider's constructor gets besides its options.
@@ -29,41 +29,19 @@ type Kind struct {
 
 // Registry maps type names to providers. It is a value: a test builds one
 // with exactly the providers it needs.
-type Registry struct{ kinds map[string]Kind }
+type Registry struct{ kinds.Set[Kind] }
 
 // NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{kinds: map[string]Kind{}} }
-
-// MustAdd registers a provider; a duplicate name is a programming error.
-func (r *Registry) MustAdd(name string, k Kind) {
-	if _, dup := r.kinds[name]; dup {
-		panic("sink: provider " + name + " registered twice")
-	}
-	r.kinds[name] = k
-}
+func NewRegistry() *Registry { return &Registry{kinds.NewSet[Kind]("sink")} }
 
 // ConfigKinds returns the option constructors for config.Kinds.Sinks.
 func (r *Registry) ConfigKinds() map[string]func() any {
-	m := make(map[string]func() any, len(r.kinds))
-	for n, k := range r.kinds {
-		m[n] = k.Options
-	}
-	return m
-}
-
-// Names returns the registered names, sorted.
-func (r *Registry) Names() []string {
-	names := make([]string, 0, len(r.kinds))
-	for n := range r.kinds {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return r.Options(func(k Kind) func() any { return k.Options })
 }
 
 // New builds the provider of a configured sink.
 func (r *Registry) New(env Env, s *config.Sink) (Provider, error) {
-	k, ok := r.kinds[s.Type]
+	k, ok := r.Get(s.Type)
 	if !ok {
 		return nil, fmt.Errorf("sink %s: unknown type %q", env.Name, s.Type)
 	}
