@@ -287,3 +287,4 @@ pg_bench() {
 	awk -v f="$file_eps" -v p="$pg_eps" 'BEGIN { printf "  postgres end to end = %.0f%% of the file run'"'"'s rate\n", 100 * p / f }'
 }
 ((run_pg == 0)) || pg_bench
+if [[ ${BENCH_COMPARE:-1} != 0 ]]; then bash services/loadgen/compare.sh; fi # herald vs rsyslog, syslog-ng, Benthos: its table ends the output (BENCH_COMPARE=0 skips it)

@@ -10,15 +10,20 @@
 //
 //	<13>Nov 26 06:10:00 benchhost loadgen[123]: run=3f9c0e1d2a4b5c6d seq=42 ts=1795673400123456789 abcdef...
 //
-// How: while it sends, it follows the sink's output file (-out, JSON lines as
-// written by herald's file sink with format json) from its current end,
+// How: while it sends, it follows the sink's output file (-out: JSON lines as
+// written by herald's file sink with format json, or any other line-oriented
+// file that keeps the message text, such as rsyslog's, syslog-ng's or
+// Benthos's output, so that one meter serves every peer) from its current end,
 // polling every 25 ms and tolerating a file that does not exist yet, a partial
 // last line, and a file that is truncated or replaced. A line counts only when
 // it contains "run=<run id> seq=" (a byte search, no JSON decoding: the tokens
 // hold no character that JSON escapes). For each such line it records the
 // sequence number (distinct seqs in a bitmap; a seq seen again is a duplicate)
 // and the latency, i.e. the time the poll read the line minus the ts in it, in
-// a log-linear histogram (about 1.6% resolution; the maximum is exact). The
+// a log-linear histogram (about 1.6% resolution; the maximum is exact). In
+// plain text the tokens appear as sent; in JSON they appear verbatim too,
+// because they hold no character that JSON escapes, so no -format flag is
+// needed. The
 // latency thus includes the loadgen's own write buffering and up to one poll
 // interval; with -rate the buffers are flushed whenever the sender is ahead of
 // its schedule, so paced runs measure herald rather than the buffer.
@@ -26,9 +31,11 @@
 // It stops when every seq has been seen; when -idle passes with no new line
 // after sending finished (by default 3 s for UDP, where loss is expected; TCP
 // waits for every line); or when -timeout (counted from the first send) runs
-// out. With -pid it reads herald's peak RSS (VmHWM in /proc/PID/status) and its
-// CPU time (utime+stime in /proc/PID/stat) between the first send and the last
-// delivery.
+// out. With -pid it reads the server's peak RSS (VmHWM in /proc/PID/status) and
+// its CPU time (utime+stime in /proc/PID/stat) between the first send and the
+// last delivery; -pid takes a comma-separated list for a server run as several
+// processes (herald with each stage in its own process): CPU is summed, and so
+// is peak RSS (each process's own peak, so the sum is an upper bound).
 //
 // The summary gives sent, delivered, missing and duplicate lines; the elapsed
 // time from the first send to the last delivery, and events/s and MiB/s end to
@@ -85,7 +92,8 @@ type options struct {
 	timeout  time.Duration
 	idle     time.Duration
 	runID    string
-	pid      int
+	pids     []int
+	name     string
 	json     bool
 	host     string
 	progress time.Duration
@@ -136,11 +144,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.conns, "conns", 1, "number of connections (sockets for udp)")
 	fs.Float64Var(&o.rate, "rate", 0, "total lines/s over all connections, 0 = as fast as possible")
 	fs.IntVar(&o.size, "size", 200, "approximate bytes per line on the wire (tcp: including the newline)")
-	fs.StringVar(&o.out, "out", "", "herald file sink (JSON lines) to follow; empty = only send")
+	fs.StringVar(&o.out, "out", "", "output file to follow: herald's file sink (JSON lines) or a peer's plain-text log; empty = only send")
 	fs.DurationVar(&o.timeout, "timeout", 120*time.Second, "give up this long after the first send")
 	fs.DurationVar(&o.idle, "idle", 0, "after sending, stop when no new line arrived for this long; 0 = 3s for udp, off for tcp")
 	fs.StringVar(&o.runID, "run-id", "", "run id written into every line (default random)")
-	fs.IntVar(&o.pid, "pid", 0, "herald's PID: report its peak RSS and CPU% from /proc")
+	var pids string
+	fs.StringVar(&pids, "pid", "", "server `PID[,PID...]`: report its peak RSS and CPU% from /proc, summed over the list")
+	fs.StringVar(&o.name, "server", "herald", "name of the server in the summary")
 	fs.BoolVar(&o.json, "json", false, "also print the summary as one JSON object (last line)")
 	fs.StringVar(&o.host, "host", "benchhost", "HOSTNAME field of the syslog lines")
 	fs.DurationVar(&o.progress, "progress", 5*time.Second, "progress line on stderr this often, 0 = none")
@@ -158,6 +168,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if fs.NArg() > 0 {
 		return bad("unexpected arguments: %q", fs.Args())
+	}
+	if pids != "" {
+		for _, f := range strings.Split(pids, ",") {
+			pid, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || pid < 1 {
+				return bad("-pid takes process ids separated by commas, not %q", pids)
+			}
+			o.pids = append(o.pids, pid)
+		}
 	}
 	o.proto = strings.ToLower(o.proto)
 	if o.proto != "tcp" && o.proto != "udp" {
@@ -678,6 +697,32 @@ func parseStatCPU(b []byte) (uint64, error) {
 	return u + s, nil
 }
 
+// procsCPUTicks returns utime+stime summed over processes.
+func procsCPUTicks(pids []int) (uint64, error) {
+	var sum uint64
+	for _, pid := range pids {
+		t, err := procCPUTicks(pid)
+		if err != nil {
+			return 0, fmt.Errorf("pid %d: %w", pid, err)
+		}
+		sum += t
+	}
+	return sum, nil
+}
+
+// procsPeakRSS returns VmHWM summed over processes, in bytes.
+func procsPeakRSS(pids []int) (int64, error) {
+	var sum int64
+	for _, pid := range pids {
+		v, err := procPeakRSS(pid)
+		if err != nil {
+			return 0, fmt.Errorf("pid %d: %w", pid, err)
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
 // procPeakRSS returns VmHWM of a process in bytes.
 func procPeakRSS(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -744,7 +789,9 @@ type result struct {
 	P99Ms        float64 `json:"latency_p99_ms"`
 	MaxMs        float64 `json:"latency_max_ms"`
 	StopReason   string  `json:"stop_reason"`
-	PID          int     `json:"pid,omitempty"`
+	PID          int     `json:"pid,omitempty"`  // the first of PIDs
+	PIDs         []int   `json:"pids,omitempty"` // -pid
+	Server       string  `json:"server"`
 	PeakRSSMiB   float64 `json:"herald_peak_rss_mib,omitempty"`
 	CPUPercent   float64 `json:"herald_cpu_percent,omitempty"`
 	Cores        int     `json:"cores"`
@@ -753,7 +800,7 @@ type result struct {
 
 func execute(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
 	res := &result{RunID: o.runID, Proto: o.proto, Addr: o.addr, Conns: o.conns, Size: o.size,
-		Rate: o.rate, N: o.n, PID: o.pid, Cores: runtime.NumCPU(), Followed: o.out != ""}
+		Rate: o.rate, N: o.n, PIDs: o.pids, Server: o.name, Cores: runtime.NumCPU(), Followed: o.out != ""}
 
 	var fl *follower
 	var tr *tracker
@@ -781,10 +828,11 @@ func execute(ctx context.Context, o *options, stderr io.Writer) (*result, error)
 	var cpu0 uint64
 	var cpuAt0 time.Time
 	clk := clockTicks()
-	if o.pid > 0 {
-		t, err := procCPUTicks(o.pid)
+	if len(o.pids) > 0 {
+		res.PID = o.pids[0]
+		t, err := procsCPUTicks(o.pids)
 		if err != nil {
-			return nil, fmt.Errorf("-pid %d: %w", o.pid, err)
+			return nil, fmt.Errorf("-pid: %w", err)
 		}
 		cpu0, cpuAt0 = t, time.Now()
 	}
@@ -846,8 +894,8 @@ func execute(ctx context.Context, o *options, stderr io.Writer) (*result, error)
 		}
 		now := time.Now()
 		if newLines {
-			if o.pid > 0 {
-				if t, err := procCPUTicks(o.pid); err == nil {
+			if len(o.pids) > 0 {
+				if t, err := procsCPUTicks(o.pids); err == nil {
 					cpuLast, cpuAtLast = t, now
 				}
 			}
@@ -926,16 +974,16 @@ func execute(ctx context.Context, o *options, stderr io.Writer) (*result, error)
 		res.P99Ms = float64(tr.hist.quantile(0.99)) / 1e6
 		res.MaxMs = float64(tr.hist.quantile(1)) / 1e6
 	}
-	if o.pid > 0 {
+	if len(o.pids) > 0 {
 		if tr == nil || tr.delivered.Load() == 0 { // no deliveries to time: measure until now
-			if t, err := procCPUTicks(o.pid); err == nil {
+			if t, err := procsCPUTicks(o.pids); err == nil {
 				cpuLast, cpuAtLast = t, time.Now()
 			}
 		}
 		if secs := cpuAtLast.Sub(cpuAt0).Seconds(); secs > 0 {
 			res.CPUPercent = float64(cpuLast-cpu0) / clk / secs * 100
 		}
-		if rss, err := procPeakRSS(o.pid); err == nil {
+		if rss, err := procsPeakRSS(o.pids); err == nil {
 			res.PeakRSSMiB = float64(rss) / mib
 		} else {
 			res.ProcError = err.Error()
@@ -969,7 +1017,11 @@ func printSummary(w io.Writer, o *options, r *result) {
 		fmt.Fprintf(w, "  (no -out: delivery not measured; stop: %s)\n", r.StopReason)
 	}
 	if r.PID > 0 {
-		fmt.Fprintf(w, "  herald      pid %d: peak RSS %.1f MiB, CPU %.0f%% (of %d00%%)", r.PID, r.PeakRSSMiB, r.CPUPercent, r.Cores)
+		pids := make([]string, len(r.PIDs))
+		for i, p := range r.PIDs {
+			pids[i] = strconv.Itoa(p)
+		}
+		fmt.Fprintf(w, "  %-11s pid %s: peak RSS %.1f MiB, CPU %.0f%% (of %d00%%)", r.Server, strings.Join(pids, ","), r.PeakRSSMiB, r.CPUPercent, r.Cores)
 		if r.ProcError != "" {
 			fmt.Fprintf(w, " [%s]", r.ProcError)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -268,5 +269,59 @@ func TestProcSelf(t *testing.T) {
 	}
 	if hz := clockTicks(); hz <= 0 {
 		t.Errorf("clockTicks = %v", hz)
+	}
+}
+
+// The peers in compare.sh write plain text, not JSON; the same parser must
+// find the tokens in each one's format.
+func TestParseLineInPeersPlainTextOutput(t *testing.T) {
+	tok := runToken("3f9c")
+	for _, c := range []struct{ peer, line string }{
+		{"rsyslog", `Nov 26 06:10:00 benchhost loadgen[123]: run=3f9c seq=42 ts=1795673400123456789 abcdef`},
+		{"syslog-ng", `Nov 26 06:10:00 benchhost loadgen[123]: run=3f9c seq=42 ts=1795673400123456789 abcdef`},
+		{"benthos", `{"appname":"loadgen","hostname":"benchhost","message":"run=3f9c seq=42 ts=1795673400123456789 abcdef","procid":"123","timestamp":"2026-11-26T06:10:00Z"}`},
+		{"a message cut right after ts", `Nov 26 06:10:00 benchhost loadgen[123]: run=3f9c seq=42 ts=1795673400123456789`},
+	} {
+		seq, ts, r := parseLine([]byte(c.line), tok)
+		if r != parsed || seq != 42 || ts != 1795673400123456789 {
+			t.Errorf("%s: parseLine(%s) = %d, %d, %v", c.peer, c.line, seq, ts, r)
+		}
+	}
+}
+
+func TestPidFlagTakesAListOfProcesses(t *testing.T) {
+	for _, c := range []struct {
+		arg  string
+		want []int
+		ok   bool
+	}{
+		{"", nil, true},
+		{"12", []int{12}, true},
+		{"12,13, 14", []int{12, 13, 14}, true},
+		{"12,,13", nil, false},
+		{"0", nil, false},
+		{"x", nil, false},
+	} {
+		var args []string
+		if c.arg != "" {
+			args = []string{"-pid", c.arg}
+		}
+		o, err := parseFlags(args, io.Discard)
+		if (err == nil) != c.ok {
+			t.Errorf("-pid %q: error %v, want ok=%v", c.arg, err, c.ok)
+			continue
+		}
+		if err == nil && !slices.Equal(o.pids, c.want) {
+			t.Errorf("-pid %q: pids %v, want %v", c.arg, o.pids, c.want)
+		}
+	}
+	self := []int{os.Getpid(), os.Getpid()}
+	one, err1 := procPeakRSS(os.Getpid())
+	two, err2 := procsPeakRSS(self)
+	if err1 != nil || err2 != nil || two < 2*one {
+		t.Errorf("procsPeakRSS of the same process twice = %d, %v; one = %d, %v", two, err2, one, err1)
+	}
+	if _, err := procsCPUTicks(self); err != nil {
+		t.Error(err)
 	}
 }

@@ -269,10 +269,52 @@ func (w *Writer) openFile() error {
 				_ = f.Close()
 				return fmt.Errorf("cut the footer of %s: %w", w.opts.Path, err)
 			}
+			size -= n
 		}
+	}
+	if size, err = cutTornTail(f, size); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("repair the end of %s: %w", w.opts.Path, err)
 	}
 	w.f, w.info, w.stream, w.body = f, info, false, size > 0
 	return nil
+}
+
+// cutTornTail truncates a file that does not end with a newline back to
+// just after its last one. Every format ends each record with a newline,
+// so such a tail is part of a transaction that was never committed (the
+// process died, or the disk filled, in the middle of its write): it will
+// be delivered again whole, and appending after the fragment would glue the
+// next record to it and lose that one.
+func cutTornTail(f *os.File, size int64) (int64, error) {
+	if size == 0 {
+		return 0, nil
+	}
+	last := make([]byte, 1)
+	if _, err := f.ReadAt(last, size-1); err != nil {
+		return size, err
+	}
+	if last[0] == '\n' {
+		return size, nil
+	}
+	buf := make([]byte, 64<<10)
+	end := size
+	for end > 0 {
+		start := max(end-int64(len(buf)), 0)
+		chunk := buf[:end-start]
+		if _, err := f.ReadAt(chunk, start); err != nil && !errors.Is(err, io.EOF) {
+			return size, err
+		}
+		if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
+			end = start + int64(i) + 1
+			break
+		}
+		end = start
+	}
+	if err := f.Truncate(end); err != nil {
+		return size, err
+	}
+	return end, nil
 }
 
 // Do serializes ev into the transaction's buffer.

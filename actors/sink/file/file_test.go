@@ -596,3 +596,37 @@ func TestAFullDiskIsARetryableError(t *testing.T) {
 		t.Errorf("a full disk is retryable, the event is fine: %v", r.Err)
 	}
 }
+
+func TestARecordTornByACrashIsCutBeforeAppending(t *testing.T) {
+	for _, tc := range []struct{ name, before, want string }{
+		{"a fragment after whole records is cut", "{\"id\":\"a\"}\n{\"id\":\"b\",\"mess", "{\"id\":\"a\"}\n"},
+		{"a file of only a fragment is emptied", "{\"id\":\"b\",\"mess", ""},
+		{"a whole file is kept", "{\"id\":\"a\"}\n", "{\"id\":\"a\"}\n"},
+		{"a fragment longer than one read is cut", "{\"id\":\"a\"}\n" + strings.Repeat("x", 200<<10), "{\"id\":\"a\"}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "events.jsonl")
+			if err := os.WriteFile(path, []byte(tc.before), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			o := DefaultOptions()
+			o.Path = path
+			w, err := New(*o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if r := sink.Transact(ctx, w, []*schemas.Event{{Id: "c", Message: "next"}}); r.Err != nil {
+				t.Fatal(r.Err)
+			}
+			_ = w.Close(ctx)
+			got, _ := os.ReadFile(path)
+			if !strings.HasPrefix(string(got), tc.want) || strings.Count(string(got), "\n") != strings.Count(tc.want, "\n")+1 {
+				t.Fatalf("file after the append:\n%q\nwant %q then one whole record", got, tc.want)
+			}
+			if !strings.HasSuffix(string(got), "\"message\":\"next\"}\n") {
+				t.Errorf("the appended record is not whole: %q", got)
+			}
+		})
+	}
+}
