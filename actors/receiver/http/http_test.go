@@ -191,6 +191,14 @@ func TestASaturatedReceiverAnswers429AtOnce(t *testing.T) {
 	}
 	defer slow.Close()
 	fmt.Fprintf(slow, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nabc", Path)
+	// Wait until its handler holds the slot: on a loaded machine it may
+	// start later than the first of the posts below.
+	bustest.Eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if len(r.slots) != 1 {
+			return fmt.Errorf("the slow sender's request does not hold the slot yet")
+		}
+		return nil
+	})
 	var body string
 	bustest.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
 		var code int
