@@ -46,7 +46,10 @@ type Chain struct {
 	Metrics *metrics.Stage
 	// Backlog is set to the consumer's pending plus unacknowledged
 	// messages (herald_target_backlog), refreshed on ticks.
-	Backlog  interface{ Set(float64) }
+	Backlog interface{ Set(float64) }
+	// Latency observes the seconds from an event's arrival to its commit
+	// (herald_target_latency_seconds); nil for none.
+	Latency  interface{ Observe(float64) }
 	Consumer interface {
 		Info(context.Context) (*jetstream.ConsumerInfo, error)
 	}
@@ -142,6 +145,7 @@ func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
 		return true
 	}
 	c.Metrics.Received.Add(float64(len(b.Events)))
+	c.Metrics.BatchSize.Observe(float64(len(b.Events)))
 	rest := b.Events
 	written := 0
 	var receipts []*nats.Msg // of tracked events done here, stored before the ack
@@ -213,6 +217,14 @@ func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
 	}
 	if len(rest) == 0 {
 		c.ack(msg, written)
+		if c.Latency != nil {
+			now := time.Now().UnixNano()
+			for _, ev := range b.Events {
+				if ev.ReceivedUnixNano > 0 {
+					c.Latency.Observe(float64(now-ev.ReceivedUnixNano) / 1e9)
+				}
+			}
+		}
 		return true
 	}
 	if written == 0 {

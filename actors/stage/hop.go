@@ -133,6 +133,7 @@ func (h *Hop) Handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	h.Metrics.Received.Add(float64(len(b.Events)))
+	h.Metrics.BatchSize.Observe(float64(len(b.Events)))
 	h.publish(ctx, msg, b.Id, outs)
 }
 
@@ -201,6 +202,7 @@ func (h *Hop) publish(ctx context.Context, msg jetstream.Msg, batchID string, ou
 	}
 	if len(outs) > 0 && outs[0].Events == nil && outs[0].Msgs == nil {
 		h.Metrics.Received.Add(float64(outs[0].events()))
+		h.Metrics.BatchSize.Observe(float64(outs[0].events()))
 	}
 	h.pending <- p
 }

@@ -318,7 +318,8 @@ func (a *App) startSinks(ctx context.Context, g, old *generation) error {
 		c := &sink.Chain{
 			Target: t, Sinks: chain, Bus: a.bus, MaxBytes: int(cfg.Batch.MaxBytes) * 4,
 			MaxDeliver: cfg.Bus.MaxDeliver, AckWait: cfg.Bus.AckWait.D(), Metrics: m,
-			Backlog: a.metrics.TargetBacklog.WithLabelValues(t), Consumer: cons, Log: a.log,
+			Backlog: a.metrics.TargetBacklog.WithLabelValues(t), Latency: a.metrics.TargetLatency(t),
+			Consumer: cons, Log: a.log,
 		}
 		if err := a.startRunner(g, stageName, []jetstream.Consumer{cons}, c, m, a.has(StageRouter)); err != nil {
 			return err

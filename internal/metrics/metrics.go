@@ -30,6 +30,9 @@ type Metrics struct {
 	SinkRestarts *prometheus.CounterVec
 	// TargetBacklog is each target's messages waiting or unacknowledged.
 	TargetBacklog *prometheus.GaugeVec
+	batchSize     *prometheus.HistogramVec
+	// latency is how long events took from arrival to a sink's commit.
+	latency *prometheus.HistogramVec
 }
 
 // New makes the collectors and registers them, with Go and process metrics,
@@ -56,23 +59,31 @@ func New() *Metrics {
 		SinkRestarts:  cv("sink_actor_restarts_total", "Restarts of a sink's actor after its provider panicked.", "sink"),
 		TargetBacklog: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "herald", Name: "target_backlog_messages",
 			Help: "Messages waiting for a target or delivered and not yet acknowledged (from JetStream)."}, []string{"target"}),
+		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "herald", Name: "stage_batch_events",
+			Help:    "Events per input message a stage handled.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 7)}, []string{"stage"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "herald", Name: "target_latency_seconds",
+			Help:    "Time from an event's arrival at herald to its commit by a sink of the target.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"target"}),
 	}
 	m.Registry.MustRegister(m.received, m.published, m.acked, m.redelivered, m.rejected, m.deadLettered,
-		m.nakked, m.restarts, m.SinkSuspended, m.Connections, m.SinkCommitted, m.SinkRestarts, m.TargetBacklog,
+		m.nakked, m.restarts, m.SinkSuspended, m.Connections, m.SinkCommitted, m.SinkRestarts, m.TargetBacklog, m.batchSize, m.latency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // Stage is the counters of one stage, bound to its label.
 type Stage struct {
-	name         string
-	m            *Metrics
-	Received     prometheus.Counter
-	Published    prometheus.Counter
-	Acked        prometheus.Counter
-	Redelivered  prometheus.Counter
-	Nakked       prometheus.Counter
-	Restarts     prometheus.Counter
+	name        string
+	m           *Metrics
+	Received    prometheus.Counter
+	Published   prometheus.Counter
+	Acked       prometheus.Counter
+	Redelivered prometheus.Counter
+	Nakked      prometheus.Counter
+	Restarts    prometheus.Counter
+	// BatchSize observes the events of each input message.
+	BatchSize    prometheus.Observer
 	rejected     *prometheus.CounterVec
 	deadLettered *prometheus.CounterVec
 }
@@ -87,6 +98,7 @@ func (m *Metrics) Stage(name string) *Stage {
 		Redelivered:  m.redelivered.WithLabelValues(name),
 		Nakked:       m.nakked.WithLabelValues(name),
 		Restarts:     m.restarts.WithLabelValues(name),
+		BatchSize:    m.batchSize.WithLabelValues(name),
 		rejected:     m.rejected,
 		deadLettered: m.deadLettered,
 	}
@@ -105,4 +117,9 @@ func (s *Stage) DeadLettered(reason string, n int) {
 // RejectedBy is the counter of refusals for reason.
 func (s *Stage) RejectedBy(reason string) prometheus.Counter {
 	return s.rejected.WithLabelValues(s.name, reason)
+}
+
+// TargetLatency observes, for target, the time from arrival to commit.
+func (m *Metrics) TargetLatency(target string) prometheus.Observer {
+	return m.latency.WithLabelValues(target)
 }
