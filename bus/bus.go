@@ -61,7 +61,7 @@ func Open(ctx context.Context, cfg config.Bus, log *slog.Logger) (*Bus, error) {
 		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
 	}
 	b.NC = nc
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384))
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)

@@ -90,11 +90,13 @@ func (b *Bus) PublishAsync(ctx context.Context, m *nats.Msg) (jetstream.PubAckFu
 		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
 			return nil, fmt.Errorf("publish %s: %w", m.Subject, err)
 		}
+		// Retry as soon as some acknowledgements have come back, not when
+		// all have: waiting for all stalled pipelines that publish many
+		// small messages (receipts).
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-b.JS.PublishAsyncComplete():
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(time.Millisecond):
 		}
 	}
 }
