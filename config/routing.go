@@ -49,6 +49,10 @@ func (d *decoder) validateRouting(c *Config) {
 		return strings.Join(bits, ", ")
 	}
 	for _, name := range sortedKeys(c.Targets) {
+		if name == "router" {
+			// Receipts name the router as the target of a copy it could not route.
+			d.errorf("targets."+name, "the name router is reserved; choose another")
+		}
 		if f := c.Targets[name].Filter; f != "" {
 			if _, err := filter.Compile(f); err != nil {
 				d.errorf("targets."+name+".filter", "%s", exprError(err))
