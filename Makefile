@@ -65,8 +65,8 @@ chaos: build ## kill -9 chaos over a million events (about 20-40 s on 2 cores)
 # the output.
 bench: build ## Go micro-benchmarks, then the load generator against the built binary and the peers
 	$(GO) test -run '^$$' -bench . -benchmem ./actors/... ./bus/...
-	$(GO) test -run '^$$' -bench 'Untracked' -benchtime=1000000x ./elapi/
-	$(GO) test -run '^$$' -bench 'Tracked' -benchtime=100000x ./elapi/
+	$(GO) test -run '^$$' -bench 'LogAsyncUntracked' -benchtime=1000000x ./elapi/
+	$(GO) test -run '^$$' -bench 'LogAsyncTracked' -benchtime=100000x ./elapi/
 	bash services/loadgen/bench.sh
 
 lint:
