@@ -85,6 +85,11 @@ type Bus struct {
 	Duplicates Duration `yaml:"duplicates"`
 	// Replicas of each stream (1 for a single server, 3 in a cluster). Default 1.
 	Replicas int `yaml:"replicas"`
+	// LeaseTTL is how long the lease of a single-writer sink (a file, an
+	// XMPP account) outlives a holder that died: then another process
+	// running the sink stage takes the sink over. At least 1s; every
+	// process should use the same. Default 5s (0 means 5s).
+	LeaseTTL Duration `yaml:"lease_ttl"`
 }
 
 // Embedded configures the embedded NATS server.
@@ -321,6 +326,9 @@ func (d *decoder) validate(c *Config) {
 	}
 	if c.Bus.Duplicates.D() <= c.Bus.AckWait.D() {
 		d.errorf("bus.duplicates", "must exceed bus.ack_wait (%s) or redeliveries escape de-duplication", c.Bus.AckWait.D())
+	}
+	if c.Bus.LeaseTTL != 0 && c.Bus.LeaseTTL.D() < time.Second {
+		d.errorf("bus.lease_ttl", "want at least 1s, got %s", c.Bus.LeaseTTL.D())
 	}
 	if c.Bus.Replicas < 1 || c.Bus.Replicas > 5 {
 		d.errorf("bus.replicas", "want 1 to 5, got %d", c.Bus.Replicas)

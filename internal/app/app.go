@@ -32,6 +32,7 @@ import (
 	"github.com/herald-router/herald/actors/stage"
 	"github.com/herald-router/herald/bus"
 	"github.com/herald-router/herald/config"
+	"github.com/herald-router/herald/internal/lease"
 	"github.com/herald-router/herald/internal/metrics"
 )
 
@@ -86,6 +87,9 @@ type App struct {
 	metrics *metrics.Metrics
 	system  *actor.ActorSystem
 	http    *http.Server
+	// leases is the sink lease bucket, opened with the first single-writer
+	// sink (see the sink leases section below).
+	leases *lease.Bucket
 
 	mu  sync.Mutex // serialises Reload and Shutdown; guards gen
 	gen *generation
@@ -106,6 +110,9 @@ type generation struct {
 	// runners in pipeline order (upstream first).
 	runners   []*runnerInfo
 	executors []*sink.Executor
+	// keepers run the targets of single-writer sinks while this process
+	// holds those sinks' leases.
+	keepers []*lease.Keeper
 }
 
 type receiverUnit struct {
@@ -248,8 +255,19 @@ func (a *App) startHop(ctx context.Context, g *generation, name, stream, durable
 }
 
 func (a *App) startRunner(g *generation, name string, cons []jetstream.Consumer, h stage.Handler, m *metrics.Stage, upstreamLocal bool) error {
+	r, err := a.newRunner(g.cfg, name, cons, h, m)
+	if err != nil {
+		return err
+	}
+	// Prepend: runners end up in pipeline order (upstream first).
+	g.runners = append([]*runnerInfo{{stage: name, runner: r, upstreamLocal: upstreamLocal}}, g.runners...)
+	return nil
+}
+
+// newRunner starts a runner of h fed by cons.
+func (a *App) newRunner(cfg *config.Config, name string, cons []jetstream.Consumer, h stage.Handler, m *metrics.Stage) (*stage.Runner, error) {
 	r := &stage.Runner{
-		Name: name, Consumers: cons, Handler: h, Metrics: m, Log: a.log, AckWait: g.cfg.Bus.AckWait.D(),
+		Name: name, Consumers: cons, Handler: h, Metrics: m, Log: a.log, AckWait: cfg.Bus.AckWait.D(),
 		OnFatal: func(err error) {
 			select {
 			case a.fatal <- err:
@@ -258,18 +276,17 @@ func (a *App) startRunner(g *generation, name string, cons []jetstream.Consumer,
 		},
 	}
 	if err := r.Start(a.system); err != nil {
-		return err
+		return nil, err
 	}
-	// Prepend: runners end up in pipeline order (upstream first).
-	g.runners = append([]*runnerInfo{{stage: name, runner: r, upstreamLocal: upstreamLocal}}, g.runners...)
-	return nil
+	return r, nil
 }
 
 // startSinks starts one actor per sink used by any target (an Executor,
 // the only caller of its provider) and, per target, a Chain fed by the
 // target's durable consumer that hands batches along the target's fail-over
 // chain of sinks. A sink whose config is the same in old is taken over, so
-// one destination never has two writers.
+// one destination never has two writers. A target whose chain lists a
+// single-writer sink runs only while this process holds its lease.
 func (a *App) startSinks(ctx context.Context, g, old *generation) error {
 	cfg := g.cfg
 	execs := map[string]*sink.Executor{}
@@ -304,6 +321,7 @@ func (a *App) startSinks(ctx context.Context, g, old *generation) error {
 			g.executors = append(g.executors, e)
 		}
 	}
+	var leased []leasedTarget
 	for _, t := range cfg.TargetNames() {
 		cons, err := a.bus.Consumer(ctx, bus.StreamTargets, bus.SinkConsumer(t))
 		if err != nil {
@@ -315,17 +333,23 @@ func (a *App) startSinks(ctx context.Context, g, old *generation) error {
 		}
 		stageName := "target." + t
 		m := a.metrics.Stage(stageName)
-		c := &sink.Chain{
-			Target: t, Sinks: chain, Bus: a.bus, MaxBytes: int(cfg.Batch.MaxBytes) * 4,
-			MaxDeliver: cfg.Bus.MaxDeliver, AckWait: cfg.Bus.AckWait.D(), Metrics: m,
-			Backlog: a.metrics.TargetBacklog.WithLabelValues(t), Latency: a.metrics.TargetLatency(t),
-			Consumer: cons, Log: a.log,
+		newChain := func() *sink.Chain {
+			return &sink.Chain{
+				Target: t, Sinks: chain, Bus: a.bus, MaxBytes: int(cfg.Batch.MaxBytes) * 4,
+				MaxDeliver: cfg.Bus.MaxDeliver, AckWait: cfg.Bus.AckWait.D(), Metrics: m,
+				Backlog: a.metrics.TargetBacklog.WithLabelValues(t), Latency: a.metrics.TargetLatency(t),
+				Consumer: cons, Log: a.log,
+			}
 		}
-		if err := a.startRunner(g, stageName, []jetstream.Consumer{cons}, c, m, a.has(StageRouter)); err != nil {
+		if sw := singleWriters(chain); len(sw) > 0 {
+			leased = append(leased, leasedTarget{stage: stageName, sinks: sw, chain: chain, cons: cons, m: m, newChain: newChain})
+			continue
+		}
+		if err := a.startRunner(g, stageName, []jetstream.Consumer{cons}, newChain(), m, a.has(StageRouter)); err != nil {
 			return err
 		}
 	}
-	return nil
+	return a.startLeased(ctx, g, leased)
 }
 
 // startReceivers starts g's receivers, taking over those of old whose
@@ -469,6 +493,9 @@ func (a *App) stopGeneration(g *generation, ctx context.Context) {
 	for _, ri := range g.runners {
 		ri.runner.Drain(ctx)
 	}
+	for _, k := range g.keepers {
+		k.Close(ctx)
+	}
 	for _, e := range g.executors {
 		e.Stop(ctx)
 	}
@@ -603,6 +630,9 @@ func (a *App) Shutdown(ctx context.Context) {
 				}
 				ri.runner.Drain(ctx)
 			}
+			for _, k := range g.keepers {
+				k.Close(ctx) // drains its targets, then hands the leases over
+			}
 			for _, e := range g.executors {
 				e.Stop(ctx)
 			}
@@ -685,4 +715,134 @@ func (h protoactorLogHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h protoactorLogHandler) WithGroup(name string) slog.Handler {
 	return protoactorLogHandler{h.Handler.WithGroup(name)}
+}
+
+// ---- Sink leases (internal/lease) ----
+//
+// A target whose chain lists single-writer sinks (sink.IsSingleWriter: a
+// file, stdout, an XMPP account) runs only in the process holding the
+// leases of those sinks, whichever processes run the sink stage. Targets
+// that share such sinks, directly or through others, form one group with
+// one keeper: it holds the group's leases together and runs the group's
+// targets while it holds them, so two processes never split a group and
+// wait on each other. The other processes keep trying and take over
+// within bus.lease_ttl of the holder's death.
+
+// leasedTarget is a target whose chain has single-writer sinks.
+type leasedTarget struct {
+	stage    string
+	sinks    []string // its single-writer sinks
+	chain    []*sink.Executor
+	cons     jetstream.Consumer
+	m        *metrics.Stage
+	newChain func() *sink.Chain // a fresh handler for each run
+}
+
+// singleWriters names the single-writer sinks of a chain.
+func singleWriters(chain []*sink.Executor) []string {
+	var out []string
+	for _, e := range chain {
+		if sink.IsSingleWriter(e.Provider) && !slices.Contains(out, e.Name) {
+			out = append(out, e.Name)
+		}
+	}
+	return out
+}
+
+// startLeased starts one lease keeper per group of targets.
+func (a *App) startLeased(ctx context.Context, g *generation, targets []leasedTarget) error {
+	if len(targets) == 0 {
+		return nil
+	}
+	if a.leases == nil {
+		b, err := lease.Open(ctx, a.bus.JS, lease.Options{TTL: g.cfg.Bus.LeaseTTLOrDefault(), Replicas: g.cfg.Bus.Replicas})
+		if err != nil {
+			return fmt.Errorf("bus.lease_ttl: %w", err)
+		}
+		a.leases = b
+	}
+	for _, group := range leaseGroups(targets) {
+		var keys, stages []string
+		for _, t := range group {
+			stages = append(stages, t.stage)
+			for _, s := range t.sinks {
+				keys = append(keys, lease.SinkKey(s))
+				a.metrics.SinkLeaseHeld.WithLabelValues(s).Add(0) // the series shows 0 while waiting
+			}
+		}
+		g.keepers = append(g.keepers, a.leases.Keep(lease.KeepConfig{
+			Keys: keys, Log: a.log.With("targets", strings.Join(stages, ",")),
+			Held: func(key string, d float64) {
+				s, _ := lease.SinkOf(key)
+				a.metrics.SinkLeaseHeld.WithLabelValues(s).Add(d)
+			},
+			Start: func() (func(context.Context), error) { return a.runLeased(g.cfg, group) },
+		}))
+	}
+	return nil
+}
+
+// leaseGroups joins the targets that share a single-writer sink,
+// transitively, keeping the targets' order.
+func leaseGroups(targets []leasedTarget) [][]leasedTarget {
+	group := make([]int, len(targets)) // group[i]: the group of target i
+	for i := range targets {
+		group[i] = i
+		for j := range i {
+			if slices.ContainsFunc(targets[i].sinks, func(s string) bool { return slices.Contains(targets[j].sinks, s) }) {
+				from, to := group[i], group[j]
+				for k := range i + 1 {
+					if group[k] == from {
+						group[k] = to
+					}
+				}
+			}
+		}
+	}
+	var out [][]leasedTarget
+	index := map[int]int{}
+	for i, t := range targets {
+		n, ok := index[group[i]]
+		if !ok {
+			n = len(out)
+			index[group[i]] = n
+			out = append(out, nil)
+		}
+		out[n] = append(out[n], t)
+	}
+	return out
+}
+
+// runLeased starts the runners of a group's targets (its keeper holds the
+// leases) and returns what stops them. A graceful shutdown of a process
+// whose router runs here waits for the targets to empty, as for every
+// stage; on a lost lease the ctx has ended and they stop at once.
+func (a *App) runLeased(cfg *config.Config, group []leasedTarget) (func(context.Context), error) {
+	var run []*runnerInfo
+	stop := func(ctx context.Context) {
+		for _, ri := range run {
+			if ri.upstreamLocal && ctx.Err() == nil && !a.ready.Load() { // shutting down
+				a.waitEmpty(ctx, ri)
+			}
+			ri.runner.Drain(ctx)
+		}
+	}
+	for _, t := range group {
+		// The previous holder may have died in the middle of a write:
+		// files are opened afresh, which cuts a torn last line.
+		for _, e := range t.chain {
+			if r, ok := e.Provider.(interface{ Reopen() }); ok && slices.Contains(t.sinks, e.Name) {
+				r.Reopen()
+			}
+		}
+		r, err := a.newRunner(cfg, t.stage, []jetstream.Consumer{t.cons}, t.newChain(), t.m)
+		if err != nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			stop(ctx)
+			return nil, err
+		}
+		run = append(run, &runnerInfo{stage: t.stage, runner: r, upstreamLocal: a.has(StageRouter)})
+	}
+	return stop, nil
 }

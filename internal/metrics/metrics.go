@@ -33,6 +33,9 @@ type Metrics struct {
 	batchSize     *prometheus.HistogramVec
 	// latency is how long events took from arrival to a sink's commit.
 	latency *prometheus.HistogramVec
+	// SinkLeaseHeld is 1 while this process holds the lease of a
+	// single-writer sink (and so drives it), 0 while it waits for it.
+	SinkLeaseHeld *prometheus.GaugeVec
 }
 
 // New makes the collectors and registers them, with Go and process metrics,
@@ -65,9 +68,11 @@ func New() *Metrics {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "herald", Name: "target_latency_seconds",
 			Help:    "Time from an event's arrival at herald to its commit by a sink of the target.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"target"}),
+		SinkLeaseHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "herald", Name: "sink_lease_held",
+			Help: "1 while this process holds the lease of a single-writer sink and drives it."}, []string{"sink"}),
 	}
 	m.Registry.MustRegister(m.received, m.published, m.acked, m.redelivered, m.rejected, m.deadLettered,
-		m.nakked, m.restarts, m.SinkSuspended, m.Connections, m.SinkCommitted, m.SinkRestarts, m.TargetBacklog, m.batchSize, m.latency,
+		m.nakked, m.restarts, m.SinkSuspended, m.Connections, m.SinkCommitted, m.SinkRestarts, m.TargetBacklog, m.batchSize, m.latency, m.SinkLeaseHeld,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

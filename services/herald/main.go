@@ -47,6 +47,7 @@ func main() {
 	root.AddCommand(runCmd(), checkCmd(), versionCmd(), dlqCmd(), replayCmd())
 	root.AddCommand(ingestCmd())       // gcm_input: services/herald/cmd_ingest.go
 	root.AddCommand(toolCmds(root)...) // test, top, tap, completion: services/herald/cmd_*.go
+	root.AddCommand(statusCmd())       // services/herald/cmd_status.go
 	root.AddCommand(logCmd())          // ELAPI from the shell: services/herald/cmd_log.go
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "herald:", err)
