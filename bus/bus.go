@@ -5,9 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -40,25 +39,29 @@ func Open(ctx context.Context, cfg config.Bus, log *slog.Logger) (*Bus, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrl()) }))
 	url := ""
 	if len(cfg.URLs) == 0 {
-		s, err := startEmbedded(cfg.Embedded, log)
+		s, self, err := startEmbedded(cfg.Embedded, log)
 		if err != nil {
 			return nil, err
 		}
 		b.Server = s
 		opts = append(opts, nats.InProcessServer(s))
+		opts = append(opts, self...)
 	} else {
-		for i, u := range cfg.URLs {
-			if i > 0 {
-				url += ","
-			}
-			url += u
+		url = strings.Join(cfg.URLs, ",")
+		auth, err := clientOptions(cfg, isLocal(cfg))
+		if err != nil {
+			return nil, err
 		}
+		opts = append(opts, auth...)
 		opts = append(opts, nats.RetryOnFailedConnect(false))
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		b.Close()
-		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+		if url == "" {
+			return nil, fmt.Errorf("connect to the embedded nats server: %w", err)
+		}
+		return nil, fmt.Errorf("connect to nats %s: %w", redactedURLs(cfg.URLs), err)
 	}
 	b.NC = nc
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384))
@@ -70,12 +73,13 @@ func Open(ctx context.Context, cfg config.Bus, log *slog.Logger) (*Bus, error) {
 	return b, nil
 }
 
-func startEmbedded(e config.Embedded, log *slog.Logger) (*server.Server, error) {
+// startEmbedded starts the embedded server; the options it returns let
+// herald's in-process connection pass the server's auth.
+func startEmbedded(e config.Embedded, log *slog.Logger) (*server.Server, []nats.Option, error) {
 	if err := os.MkdirAll(e.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("nats data dir: %w", err)
+		return nil, nil, fmt.Errorf("nats data dir: %w", err)
 	}
 	o := &server.Options{
-		ServerName:        "herald",
 		JetStream:         true,
 		StoreDir:          e.DataDir,
 		NoSigs:            true,
@@ -87,17 +91,14 @@ func startEmbedded(e config.Embedded, log *slog.Logger) (*server.Server, error) 
 	if e.Listen == "" {
 		o.DontListen = true
 	} else {
-		host, port, err := net.SplitHostPort(e.Listen)
-		if err != nil {
-			return nil, fmt.Errorf("nats listen %q: %w", e.Listen, err)
+		var err error
+		if o.Host, o.Port, err = hostPort("nats listen", e.Listen); err != nil {
+			return nil, nil, err
 		}
-		o.Host = host
-		if o.Port, err = strconv.Atoi(port); err != nil {
-			return nil, fmt.Errorf("nats listen %q: %w", e.Listen, err)
-		}
-		if o.Port == 0 {
-			o.Port = server.RANDOM_PORT
-		}
+	}
+	self, err := applyTopology(e, o)
+	if err != nil {
+		return nil, nil, err
 	}
 	switch e.SyncInterval {
 	case "":
@@ -106,24 +107,38 @@ func startEmbedded(e config.Embedded, log *slog.Logger) (*server.Server, error) 
 	default:
 		d, err := time.ParseDuration(e.SyncInterval)
 		if err != nil {
-			return nil, fmt.Errorf("sync_interval %q: %w", e.SyncInterval, err)
+			return nil, nil, fmt.Errorf("sync_interval %q: %w", e.SyncInterval, err)
 		}
 		o.SyncInterval = d
 	}
 	s, err := server.NewServer(o)
 	if err != nil {
-		return nil, fmt.Errorf("embedded nats: %w", err)
+		return nil, nil, fmt.Errorf("embedded nats: %w", err)
 	}
-	s.SetLoggerV2(&serverLog{log.With("component", "nats-server")}, false, false, false)
+	sl := &serverLog{l: log.With("component", "nats-server"), fatal: make(chan string, 1)}
+	s.SetLoggerV2(sl, false, false, false)
 	go s.Start()
-	if !s.ReadyForConnections(30 * time.Second) {
+	// The server reports a configuration it cannot run (JetStream in a
+	// cluster without routes, say) through Fatalf and then never becomes
+	// ready: fail at once with its reason rather than after the timeout.
+	deadline := time.Now().Add(30 * time.Second)
+	for !s.ReadyForConnections(100 * time.Millisecond) {
+		select {
+		case reason := <-sl.fatal:
+			s.Shutdown()
+			return nil, nil, fmt.Errorf("embedded nats: %s", reason)
+		default:
+		}
+		if time.Now().Before(deadline) {
+			continue
+		}
 		s.Shutdown()
 		if e.Listen != "" {
-			return nil, fmt.Errorf("embedded nats did not start within 30s (is %s already in use?)", e.Listen)
+			return nil, nil, fmt.Errorf("embedded nats did not start within 30s (is %s already in use?)", e.Listen)
 		}
-		return nil, errors.New("embedded nats did not start within 30s")
+		return nil, nil, errors.New("embedded nats did not start within 30s")
 	}
-	return s, nil
+	return s, self, nil
 }
 
 // ClientURL is the address other processes use to reach the embedded
@@ -154,14 +169,33 @@ func (b *Bus) Declare(ctx context.Context, targets []string) error {
 			// accepted ones.
 			sc.Discard = jetstream.DiscardNew
 		}
-		if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
+		if s.name == StreamRaw {
+			// A hub takes over the raw records its edges stored.
+			sc.Sources = edgeSources(b.cfg.EdgeDomains)
+		}
+		if err := b.whileClusterForms(ctx, func(ctx context.Context) error {
+			_, err := b.JS.CreateOrUpdateStream(ctx, sc)
+			return err
+		}); err != nil {
 			return fmt.Errorf("declare stream %s: %w", s.name, err)
 		}
 	}
+	forward := len(b.cfg.URLs) == 0 && b.cfg.Embedded.Leafnode.Forward
 	for _, c := range pipelineConsumers(targets) {
-		if _, err := b.consumer(ctx, c); err != nil {
+		if forward && c.durable == ConsumerClassifier {
+			// The raw stream is a work queue: the hub's forwarding
+			// consumer and a classifier here cannot both take from it.
+			continue
+		}
+		if err := b.whileClusterForms(ctx, func(ctx context.Context) error {
+			_, err := b.consumer(ctx, c)
+			return err
+		}); err != nil {
 			return err
 		}
+	}
+	if forward {
+		return b.declareForwarding(ctx)
 	}
 	return nil
 }
@@ -216,12 +250,23 @@ func (b *Bus) Close() {
 	}
 }
 
-// serverLog sends nats-server's log lines to slog.
-type serverLog struct{ l *slog.Logger }
+// serverLog sends nats-server's log lines to slog, and the first fatal one
+// to fatal as well.
+type serverLog struct {
+	l     *slog.Logger
+	fatal chan string
+}
 
 func (s *serverLog) Noticef(f string, a ...any) { s.l.Debug(fmt.Sprintf(f, a...)) }
 func (s *serverLog) Warnf(f string, a ...any)   { s.l.Warn(fmt.Sprintf(f, a...)) }
-func (s *serverLog) Fatalf(f string, a ...any)  { s.l.Error(fmt.Sprintf(f, a...)) }
-func (s *serverLog) Errorf(f string, a ...any)  { s.l.Error(fmt.Sprintf(f, a...)) }
-func (s *serverLog) Debugf(f string, a ...any)  { s.l.Debug(fmt.Sprintf(f, a...)) }
-func (s *serverLog) Tracef(f string, a ...any)  {}
+func (s *serverLog) Fatalf(f string, a ...any) {
+	msg := fmt.Sprintf(f, a...)
+	s.l.Error(msg)
+	select {
+	case s.fatal <- msg:
+	default:
+	}
+}
+func (s *serverLog) Errorf(f string, a ...any) { s.l.Error(fmt.Sprintf(f, a...)) }
+func (s *serverLog) Debugf(f string, a ...any) { s.l.Debug(fmt.Sprintf(f, a...)) }
+func (s *serverLog) Tracef(f string, a ...any) {}

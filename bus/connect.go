@@ -14,18 +14,24 @@ import (
 
 // Connect is how herald's command-line tools reach the NATS system a
 // running herald uses: the configured urls, or else the embedded server's
-// listen address.
+// listen address. It presents the same credentials and TLS as herald: the
+// bus's own, or, for the embedded server, its user or token and its CA.
 func Connect(cfg config.Bus, name string) (*nats.Conn, jetstream.JetStream, error) {
-	url := strings.Join(cfg.URLs, ",")
-	if url == "" {
+	urls := cfg.URLs
+	if len(urls) == 0 {
 		if cfg.Embedded.Listen == "" {
 			return nil, nil, errors.New("the config's embedded NATS server does not listen (bus.embedded.listen is empty) and bus.urls is empty: nothing to connect to")
 		}
-		url = "nats://" + cfg.Embedded.Listen
+		urls = []string{"nats://" + cfg.Embedded.Listen}
 	}
-	nc, err := nats.Connect(url, nats.Name(name), nats.Timeout(5*time.Second))
+	auth, err := clientOptions(cfg, isLocal(cfg))
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to herald's NATS at %s (is herald running?): %w", url, err)
+		return nil, nil, err
+	}
+	opts := append([]nats.Option{nats.Name(name), nats.Timeout(5 * time.Second)}, auth...)
+	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to herald's NATS at %s (is herald running?): %w", redactedURLs(urls), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -90,6 +90,33 @@ type Bus struct {
 	// running the sink stage takes the sink over. At least 1s; every
 	// process should use the same. Default 5s (0 means 5s).
 	LeaseTTL Duration `yaml:"lease_ttl"`
+	// Credentials is a NATS .creds file (JWT and seed) for bus.urls,
+	// relative to the config file. Default none.
+	Credentials string `yaml:"credentials"`
+	// NkeySeedFile is a file holding a user nkey seed (SU…) herald signs
+	// with. Default none.
+	NkeySeedFile string `yaml:"nkey_seed_file"`
+	// User to connect as, with password_file or password_env. Default none.
+	User string `yaml:"user"`
+	// PasswordFile is a file whose first line is bus.user's password.
+	// Default none.
+	PasswordFile string `yaml:"password_file"`
+	// PasswordEnv names an environment variable holding bus.user's password
+	// instead. Default none.
+	PasswordEnv string `yaml:"password_env"`
+	// TokenFile is a file whose first line is the token to connect with.
+	// Default none. Without any of these keys herald's tools use the
+	// embedded server's auth when they connect to it.
+	TokenFile string `yaml:"token_file"`
+	// TLS for the connection: the server is always verified unless
+	// insecure_skip_verify. Default: TLS when the server requires it,
+	// verified against the system's roots.
+	TLS ClientTLS `yaml:"tls"`
+	// EdgeDomains are JetStream domains of leafnode edges (servers with
+	// bus.embedded.leafnode.forward) whose raw records this system's
+	// HERALD_RAW takes over; each edge keeps its records until they are
+	// stored here. Default none.
+	EdgeDomains []string `yaml:"edge_domains"`
 }
 
 // Embedded configures the embedded NATS server.
@@ -109,6 +136,24 @@ type Embedded struct {
 	MaxPayload Size `yaml:"max_payload"`
 	// MaxStore caps JetStream's disk use. Default 10GiB.
 	MaxStore Size `yaml:"max_store"`
+	// ServerName names this server in a cluster, supercluster or leafnode
+	// topology; unique per server, required in a cluster. Default "herald".
+	ServerName string `yaml:"server_name"`
+	// Cluster joins a cluster of peers (routes). Default: none.
+	Cluster Cluster `yaml:"cluster"`
+	// Gateway links this cluster to others (a supercluster). Default: none.
+	Gateway Gateway `yaml:"gateway"`
+	// Leafnode makes this server a hub (listen) or an edge (remotes).
+	// Default: none.
+	Leafnode Leafnode `yaml:"leafnode"`
+	// JetStreamDomain separates this server's JetStream from the one
+	// across a leafnode link, so an edge stores locally while the link is
+	// down. Default "" (one JetStream across the links).
+	JetStreamDomain string `yaml:"jetstream_domain"`
+	// Auth makes clients of the listener authenticate. Default: none.
+	Auth EmbeddedAuth `yaml:"auth"`
+	// TLS on the client listener. Default: none (plain TCP).
+	TLS ServerTLS `yaml:"tls"`
 }
 
 // Batch configures batching between stages.
@@ -250,6 +295,7 @@ func Parse(path string, data []byte, kinds Kinds) (*Config, error) {
 // resolvePaths makes every relative path absolute against the file's folder.
 func (c *Config) resolvePaths() {
 	c.Bus.Embedded.DataDir = c.Abs(c.Bus.Embedded.DataDir)
+	c.resolveBusPaths()
 }
 
 // Abs resolves p against the config file's folder unless it is absolute or
@@ -315,7 +361,7 @@ func (d *decoder) validate(c *Config) {
 	}
 	for i, u := range c.Bus.URLs {
 		if !strings.Contains(u, "://") {
-			d.errorf(fmt.Sprintf("bus.urls[%d]", i), "want a URL such as nats://host:4222, got %q", u)
+			d.errorf(fmt.Sprintf("bus.urls[%d]", i), "want a URL such as nats://host:4222, got %q", redactURL(u))
 		}
 	}
 	if c.Bus.AckWait.D() < time.Second {
@@ -403,6 +449,7 @@ func (d *decoder) validate(c *Config) {
 	}
 	d.validateRouting(c)
 	d.validateArchive(c)
+	d.validateBusTopology(c)
 	d.validateResolver(c)
 	for _, name := range sortedKeys(c.Sinks) {
 		if !nameOK(name) {
