@@ -122,8 +122,13 @@ func watchLeases(procs ...*proc) *leaseWatch {
 				if w.dead[p] {
 					continue
 				}
-				held, err1 := p.metric(leaseHeld)
+				// Commits first, then the lease: the gauge is set before a
+				// holder starts, so a commit seen here implies the lease
+				// was held when it is read just after. (The other order
+				// could read "not held" just before the lease is taken and
+				// the first commits just after.)
 				committed, err2 := p.metric(eventsCommited)
+				held, err1 := p.metric(leaseHeld)
 				if err1 != nil || err2 != nil {
 					continue // killed meanwhile
 				}
