@@ -37,6 +37,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/herald-router/herald/internal/testnet"
 )
 
 // The names the server serves.
@@ -424,29 +426,6 @@ func randomHex(t testing.TB) string {
 	return hex.EncodeToString(b)
 }
 
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
-
 // freePort returns a port free on 127.0.0.1, never the same twice in one
-// test binary (a stopped server keeps its ports for its restart).
-func freePort(t testing.TB) int {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("prosodytest: free port: %v", err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		_ = ln.Close()
-		if !portsGiven[port] {
-			portsGiven[port] = true
-			return port
-		}
-	}
-	t.Fatalf("prosodytest: no free port on 127.0.0.1")
-	return 0
-}
+// test binary (a stopped server keeps its port for its restart).
+func freePort(t testing.TB) int { t.Helper(); return testnet.FreePort(t) }

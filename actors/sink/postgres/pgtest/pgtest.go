@@ -15,7 +15,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -29,6 +28,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/herald-router/herald/internal/testnet"
 )
 
 // Server is one PostgreSQL server of a test.
@@ -297,29 +298,6 @@ func randomHex(t testing.TB) string {
 	return hex.EncodeToString(b)
 }
 
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
-
 // freePort returns a port free on 127.0.0.1, never the same twice in one
 // test binary (a stopped server keeps its port for its restart).
-func freePort(t testing.TB) int {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("pgtest: free port: %v", err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		_ = ln.Close()
-		if !portsGiven[port] {
-			portsGiven[port] = true
-			return port
-		}
-	}
-	t.Fatalf("pgtest: no free port on 127.0.0.1")
-	return 0
-}
+func freePort(t testing.TB) int { t.Helper(); return testnet.FreePort(t) }
