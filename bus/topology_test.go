@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,35 +16,13 @@ import (
 	"github.com/herald-router/herald/bus"
 	"github.com/herald-router/herald/bus/bustest"
 	"github.com/herald-router/herald/config"
-)
-
-var (
-	portsMu sync.Mutex
-	given   = map[int]bool{}
+	"github.com/herald-router/herald/internal/testnet"
 )
 
 // freePort returns a TCP port on 127.0.0.1 nothing listens on, never the
 // same twice in this process (the cluster tests need ports before the
 // servers exist, to list them in each other's routes).
-func freePort(t testing.TB) int {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		_ = ln.Close()
-		if !given[port] {
-			given[port] = true
-			return port
-		}
-	}
-	t.Fatal("no free port after 50 tries")
-	return 0
-}
+func freePort(t testing.TB) int { t.Helper(); return testnet.FreePort(t) }
 
 func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"strconv"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/herald-router/herald/actors/sink"
 	"github.com/herald-router/herald/actors/sink/sinktest"
 	"github.com/herald-router/herald/config"
+	"github.com/herald-router/herald/internal/testnet"
 	"github.com/herald-router/herald/schemas"
 )
 
@@ -28,17 +28,8 @@ type natsServer struct {
 	s    *server.Server
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func startServer(t *testing.T) *natsServer {
-	n := &natsServer{t: t, port: freePort(t), dir: t.TempDir()}
+	n := &natsServer{t: t, port: testnet.FreePort(t), dir: t.TempDir()}
 	n.start()
 	t.Cleanup(n.stop)
 	return n
