@@ -251,17 +251,23 @@ func (r *Runner) Drain(ctx context.Context) {
 			close(r.keepStop)
 		}
 		r.stopPumps()
+		stopped := true
 		if r.child != nil {
 			f := r.system.Root.PoisonFuture(r.child)
-			done := make(chan struct{})
-			go func() { _ = f.Wait(); close(done) }()
+			done := make(chan error, 1)
+			go func() { done <- f.Wait() }()
 			select {
 			case <-done:
 			case <-ctx.Done():
+				// Out of time: stop after the message in hand (cancelling
+				// its context), and wait for that, so the handler's Drain
+				// below never runs beside the actor.
+				r.cancel()
 				r.system.Root.Stop(r.child)
+				stopped = <-done == nil
 			}
 		}
-		if d, ok := r.Handler.(Drainer); ok {
+		if d, ok := r.Handler.(Drainer); ok && stopped {
 			d.Drain(ctx)
 		}
 		r.cancel()
