@@ -291,6 +291,12 @@ func TestShutdownDeliversWhatWasSentBeforeIt(t *testing.T) {
 	if _, err := c.Write(buf.Bytes()); err != nil {
 		t.Fatal(err)
 	}
+	// What is promised is the drain of accepted connections; wait until
+	// this one is accepted (a connection still in the kernel's backlog at
+	// shutdown is refused, as by any daemon that stops listening).
+	for deadline := time.Now().Add(5 * time.Second); r.Connections() < 1 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s.Shutdown(ctx) // the client never closes: the grace period ends the read
