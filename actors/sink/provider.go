@@ -44,6 +44,9 @@ func (c Commit) String() string {
 // now: it is suspended and retried with back-off) unless wrapped with
 // Permanent, which says this one event can never be written: it is
 // dead-lettered with the error's code and the transaction goes on.
+// A provider that learns only at End that some events can never be
+// written (a database refusing some rows of a batch) commits the others
+// and answers a *RefusedError naming those events.
 //
 // The ctx given to each call bounds that call. Close releases everything;
 // it must be safe to call more than once and after a failed Begin.
@@ -75,6 +78,19 @@ func IsPermanent(err error) (string, bool) {
 		return pe.Code, true
 	}
 	return "", false
+}
+
+// RefusedError is End's answer when the transaction is committed except
+// for some events that can never be written. Each is dead-lettered with
+// its own permanent error, as if Do had answered it.
+type RefusedError struct {
+	// Events maps an event's index in the transaction (the count of Do
+	// calls before it) to its error, which Permanent made.
+	Events map[int]error
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%d events refused, the rest committed", len(e.Events))
 }
 
 // Result is the outcome of one transaction.
@@ -121,9 +137,37 @@ func Transact(ctx context.Context, p Provider, events []*schemas.Event) Result {
 		}
 	}
 	if err := p.End(ctx); err != nil {
-		r.Err = fmt.Errorf("end: %w", err)
-		return r
+		if err := r.refused(err, len(events)); err != nil {
+			r.Err = fmt.Errorf("end: %w", err)
+			return r
+		}
 	}
 	r.Committed = len(events)
 	return r
+}
+
+// refused adds the events an End's *RefusedError names to r.Failed. It
+// returns err when End failed as a whole, or when the refusals are not
+// what the contract says (then nothing is taken as committed: a
+// redelivery may repeat writes, never lose them).
+func (r *Result) refused(err error, n int) error {
+	re, ok := errors.AsType[*RefusedError](err)
+	if !ok {
+		return err
+	}
+	for i, ferr := range re.Events {
+		if i < 0 || i >= n {
+			return fmt.Errorf("provider refused event %d of a transaction of %d: %w", i, n, ferr)
+		}
+		if _, permanent := IsPermanent(ferr); !permanent {
+			return fmt.Errorf("provider refused event %d without a permanent error: %w", i, ferr)
+		}
+	}
+	if r.Failed == nil {
+		r.Failed = map[int]error{}
+	}
+	for i, ferr := range re.Events {
+		r.Failed[i] = ferr
+	}
+	return nil
 }

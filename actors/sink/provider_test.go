@@ -152,3 +152,61 @@ func TestPermanentErrorsAreTestedByType(t *testing.T) {
 		t.Error("a plain error is retryable, not permanent")
 	}
 }
+
+// refuser defers every event and, at End, commits all but the events its
+// refusals name by index.
+type refuser struct {
+	refusals map[int]error
+	n        int
+	written  []string
+	pending  []string
+}
+
+func (p *refuser) Begin(context.Context) error { p.n, p.pending = 0, nil; return nil }
+func (p *refuser) Do(_ context.Context, ev *schemas.Event) (Commit, error) {
+	if _, refused := p.refusals[p.n]; !refused {
+		p.pending = append(p.pending, ev.Message)
+	}
+	p.n++
+	return Deferred, nil
+}
+func (p *refuser) End(context.Context) error {
+	p.written = append(p.written, p.pending...)
+	if len(p.refusals) > 0 {
+		return &RefusedError{Events: p.refusals}
+	}
+	return nil
+}
+func (p *refuser) Close(context.Context) error { return nil }
+
+func TestEndCanRefuseSingleEvents(t *testing.T) {
+	bad := Permanent("bad_row", errors.New("value too long"))
+	for _, tc := range []struct {
+		name      string
+		refusals  map[int]error
+		failed    []int
+		retryable bool
+	}{
+		{"the refused events fail and the rest is committed", map[int]error{1: bad, 3: bad}, []int{1, 3}, false},
+		{"a refusal without a permanent error fails the whole transaction", map[int]error{1: errors.New("value too long")}, nil, true},
+		{"a refusal of an event not in the transaction fails the whole transaction", map[int]error{4: bad}, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Transact(context.Background(), &refuser{refusals: tc.refusals}, events("a", "b", "c", "d"))
+			if tc.retryable {
+				if r.Err == nil || r.Committed != 0 || len(r.Failed) != 0 {
+					t.Fatalf("Transact = %+v, want a retryable error and nothing committed", r)
+				}
+				return
+			}
+			if r.Err != nil || r.Committed != 4 || len(r.Failed) != len(tc.failed) {
+				t.Fatalf("Transact = %+v, want 4 done of which %v failed", r, tc.failed)
+			}
+			for _, i := range tc.failed {
+				if code, ok := IsPermanent(r.Failed[i]); !ok || code != "bad_row" {
+					t.Errorf("failed[%d] = %v, want a permanent error with code bad_row", i, r.Failed[i])
+				}
+			}
+		})
+	}
+}

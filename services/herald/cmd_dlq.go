@@ -2,7 +2,11 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -83,10 +87,11 @@ often. They wait in the HERALD_DLQ stream (14 days) with their reason.`,
 				return nil
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "STAGE\tREASON\tLETTERS\tEVENTS\tFIRST SEQ\tFIRST\tLAST\tDETAIL")
+			fmt.Fprintln(w, "STAGE\tREASON\tORIGIN\tLETTERS\tEVENTS\tFIRST SEQ\tFIRST\tLAST\tDETAIL")
 			for _, g := range groups {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%.80s\n", g.Stage, g.Reason, g.Letters, g.Events, g.FirstSeq,
-					g.First.Format(time.DateTime), g.Last.Format(time.DateTime), g.ExampleDetail)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%.80s\n", g.Stage, g.Reason, origins(g.ExampleOrigins),
+					g.Letters, g.Events, g.FirstSeq, g.First.Format(time.DateTime), g.Last.Format(time.DateTime),
+					strings.TrimPrefix(g.ExampleDetail, g.Reason+": ")) // the reason has its column
 			}
 			return w.Flush()
 		},
@@ -172,4 +177,26 @@ often. They wait in the HERALD_DLQ stream (14 days) with their reason.`,
 	selFlags(purge)
 	c.AddCommand(list, show, redrive, purge)
 	return c
+}
+
+// origins names the subjects a group's letters came from (for a sink's
+// letters, the subject of the target that gave it the events), most
+// letters first; a long list is cut.
+func origins(counts map[string]int) string {
+	names := slices.Collect(maps.Keys(counts))
+	sort.Slice(names, func(i, j int) bool {
+		if ci, cj := counts[names[i]], counts[names[j]]; ci != cj {
+			return ci > cj
+		}
+		return names[i] < names[j]
+	})
+	for i, o := range names {
+		if o == "" {
+			names[i] = "-"
+		}
+	}
+	if len(names) > 3 {
+		return strings.Join(names[:3], ",") + fmt.Sprintf(",+%d", len(names)-3)
+	}
+	return strings.Join(names, ",")
 }

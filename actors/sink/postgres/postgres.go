@@ -16,6 +16,22 @@
 // in the session, so the sink needs a session of its own: not a pooler in
 // transaction mode (PgBouncer's pool_mode=transaction).
 //
+// # Rows PostgreSQL refuses
+//
+// An error of SQLSTATE class 22 (data exception: a value too long for a
+// varchar(n), out of range, not in the database's encoding) or 23
+// (integrity violation: a CHECK, NOT NULL, foreign key or unique index
+// other than id's) is about the rows, not the server. End then rolls the
+// batch back and writes it again in halves, each in a savepoint, halving
+// what is refused down to single rows: those events are dead-lettered
+// with the code postgres_data_exception or postgres_integrity_violation,
+// the rest of the batch is committed and the sink stays up. A batch of
+// one event costs nothing more; k refused rows in a batch of n cost about
+// 2k·log2(n) more statements (BenchmarkRefusedRows, a local server on a
+// quiet machine: 0.2 s for 100 refused of 1000, 0.4 s when all are). After the table is fixed, `herald dlq
+// redrive` writes them. A table that refuses every row (a NOT NULL column
+// herald does not fill) dead-letters every event the same way.
+//
 // # The table
 //
 // With create_table (the default) the table is created at connect when it
@@ -63,6 +79,7 @@ import (
 	"github.com/herald-router/herald/config"
 	"github.com/herald-router/herald/schemas"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Option keys.
@@ -75,9 +92,18 @@ const (
 	fieldWriteTimeout   = "write_timeout"
 )
 
-// CodeNoID is the dead-letter reason of an event without an id: the id is
-// what makes a redelivery harmless, so such an event cannot be stored.
-const CodeNoID = "postgres_no_id"
+// Dead-letter reasons of the events this sink can never write.
+const (
+	// CodeNoID: the event has no id, which is what makes a redelivery
+	// harmless, so it cannot be stored.
+	CodeNoID = "postgres_no_id"
+	// CodeDataException: PostgreSQL refused the row with an error of
+	// SQLSTATE class 22 (a value its column cannot take).
+	CodeDataException = "postgres_data_exception"
+	// CodeIntegrityViolation: PostgreSQL refused the row with an error of
+	// SQLSTATE class 23 (a constraint of the table).
+	CodeIntegrityViolation = "postgres_integrity_violation"
+)
 
 // Options are the keys of a sink of type postgres.
 type Options struct {
@@ -205,6 +231,7 @@ type Writer struct {
 	conn   *pgx.Conn
 	tx     pgx.Tx // the open SQL transaction, between Begin and End
 	rows   rows
+	events int // Do calls of the transaction
 	closed bool
 }
 
@@ -258,6 +285,7 @@ func (w *Writer) Begin(ctx context.Context) error {
 		return errors.New("begin on a closed postgres sink")
 	}
 	w.rows.reset()
+	w.events = 0
 	if w.tx != nil {
 		// The previous transaction was given up without End: undo it on
 		// a fresh connection rather than trust this one's state.
@@ -281,14 +309,18 @@ func (w *Writer) Begin(ctx context.Context) error {
 
 // Do turns ev into a row of the transaction; it is written at End.
 func (w *Writer) Do(ctx context.Context, ev *schemas.Event) (sink.Commit, error) {
+	i := w.events
+	w.events++
 	if ev.Id == "" {
 		return sink.Deferred, sink.Permanent(CodeNoID, errors.New("event has no id"))
 	}
-	w.rows.add(ev)
+	w.rows.add(ev, i)
 	return sink.Deferred, nil
 }
 
-// End writes the transaction's rows and commits.
+// End writes the transaction's rows and commits. When PostgreSQL refuses
+// rows for their data, it commits the others and answers a
+// *sink.RefusedError naming the refused events.
 func (w *Writer) End(ctx context.Context) error {
 	if w.tx == nil {
 		return errors.New("end without begin")
@@ -297,17 +329,23 @@ func (w *Writer) End(ctx context.Context) error {
 	defer cancel()
 	tx := w.tx
 	w.tx = nil
-	if w.rows.len() > 0 {
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, stagingColumns, &w.rows); err != nil {
-			w.dropConn(ctx)
-			return fmt.Errorf("copy %d rows into %s: %w", w.rows.len(), stagingTable, err)
+	if copied, err := w.write(ctx, tx, 0, w.rows.len(), false); err != nil {
+		if _, refused := refusal(err); refused {
+			if err := tx.Rollback(ctx); err != nil {
+				w.dropConn(ctx)
+				return fmt.Errorf("roll back the refused batch: %w", err)
+			}
+			return w.isolate(ctx, err, copied)
 		}
-		if _, err := tx.Exec(ctx, w.insertSQL()); err != nil {
-			w.dropConn(ctx)
-			return fmt.Errorf("insert %d rows into %s: %w", w.rows.len(), w.table.Sanitize(), err)
-		}
+		w.dropConn(ctx)
+		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
+		if _, refused := refusal(err); refused {
+			// A deferred constraint refused the rows: the server rolled
+			// the transaction back.
+			return w.isolate(ctx, fmt.Errorf("commit: %w", err), true)
+		}
 		// The commit may have happened with its answer lost: the
 		// redelivery finds those rows and inserts nothing twice.
 		w.dropConn(ctx)
@@ -315,6 +353,182 @@ func (w *Writer) End(ctx context.Context) error {
 	}
 	w.rows.shrink()
 	return nil
+}
+
+// write copies rows [lo, hi) into the staging table and moves them into
+// the table; ranged moves only those rows, when the staging table may
+// hold others of the transaction. copied says the copy went through.
+func (w *Writer) write(ctx context.Context, tx pgx.Tx, lo, hi int, ranged bool) (copied bool, err error) {
+	if lo == hi {
+		return true, nil
+	}
+	if err := w.stage(ctx, tx, lo, hi); err != nil {
+		return false, err
+	}
+	sql := w.insertSQL(-1, -1)
+	if ranged {
+		sql = w.insertSQL(lo, hi)
+	}
+	if _, err := tx.Exec(ctx, sql); err != nil {
+		return true, fmt.Errorf("insert %d rows into %s: %w", hi-lo, w.table.Sanitize(), err)
+	}
+	return true, nil
+}
+
+// stage copies rows [lo, hi) into the staging table.
+func (w *Writer) stage(ctx context.Context, tx pgx.Tx, lo, hi int) error {
+	w.rows.rewind(lo, hi)
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, stagingColumns, &w.rows); err != nil {
+		return fmt.Errorf("copy %d rows into %s: %w", hi-lo, stagingTable, err)
+	}
+	return nil
+}
+
+// isolate finishes a transaction whose rows PostgreSQL refused as a whole
+// for their data (first is why) and which is rolled back: the rows are
+// written again in a new transaction, in halves, down to the single rows
+// refused. The others are committed; the refused ones are the answer.
+// When the rows could be copied into the staging table (the table
+// refused them, not the copy), they are copied once and only the moves
+// into the table are tried in halves.
+func (w *Writer) isolate(ctx context.Context, first error, copied bool) error {
+	refused := map[int]error{}
+	switch n := w.rows.len(); n {
+	case 0:
+		w.dropConn(ctx)
+		return first // not about rows: there were none
+	case 1:
+		w.refuse(refused, 0, first)
+	default:
+		tx, err := w.conn.Begin(ctx)
+		if err != nil {
+			w.dropConn(ctx)
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+		// Deferred constraints are checked per statement here, so the
+		// savepoints catch what they refuse.
+		if _, err := tx.Exec(ctx, "SET CONSTRAINTS ALL IMMEDIATE"); err != nil {
+			w.dropConn(ctx)
+			return fmt.Errorf("set constraints immediate: %w", err)
+		}
+		if copied {
+			// It went through before: an error now is no refusal.
+			if err := w.stage(ctx, tx, 0, n); err != nil {
+				w.dropConn(ctx)
+				return err
+			}
+		}
+		if err := w.split(ctx, tx, 0, n, copied, refused); err != nil {
+			w.dropConn(ctx)
+			return err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			w.dropConn(ctx)
+			return fmt.Errorf("commit: %w", err)
+		}
+		w.log.Info("postgres refused rows of a batch; the rest is committed", "table", w.table.Sanitize(),
+			"refused", len(refused), "rows", n)
+	}
+	w.rows.shrink()
+	if len(refused) == 0 {
+		return nil // the rows refused together were taken one half at a time
+	}
+	return &sink.RefusedError{Events: refused}
+}
+
+// split writes each half of rows [lo, hi), which were refused together,
+// on its own; a half refused in turn is split again, down to single rows,
+// which go into refused.
+func (w *Writer) split(ctx context.Context, tx pgx.Tx, lo, hi int, staged bool, refused map[int]error) error {
+	mid := lo + (hi-lo)/2
+	for _, half := range [][2]int{{lo, mid}, {mid, hi}} {
+		a, b := half[0], half[1]
+		if a == b {
+			continue
+		}
+		why, err := w.try(ctx, tx, a, b, staged)
+		switch {
+		case err != nil:
+			return err
+		case why == nil:
+		case b-a == 1:
+			w.refuse(refused, a, why)
+		default:
+			if err := w.split(ctx, tx, a, b, staged, refused); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// try writes rows [lo, hi) inside a savepoint: moves them into the table
+// when every row is staged, copies and moves them otherwise. It answers
+// PostgreSQL's refusal of them (the savepoint undone), or an error that
+// fails the transaction.
+func (w *Writer) try(ctx context.Context, tx pgx.Tx, lo, hi int, staged bool) (refused, err error) {
+	var werr error
+	if staged {
+		// One round trip: a failed statement skips the ones after it.
+		if _, werr = tx.Exec(ctx, "SAVEPOINT herald_rows; "+w.insertSQL(lo, hi)+"; RELEASE SAVEPOINT herald_rows"); werr == nil {
+			return nil, nil
+		}
+		werr = fmt.Errorf("insert %d rows into %s: %w", hi-lo, w.table.Sanitize(), werr)
+	} else {
+		if _, err := tx.Exec(ctx, "SAVEPOINT herald_rows"); err != nil {
+			return nil, fmt.Errorf("savepoint: %w", err)
+		}
+		if _, werr = w.write(ctx, tx, lo, hi, true); werr == nil {
+			if _, err := tx.Exec(ctx, "RELEASE SAVEPOINT herald_rows"); err != nil {
+				return nil, fmt.Errorf("release savepoint: %w", err)
+			}
+			return nil, nil
+		}
+	}
+	if _, ok := refusal(werr); !ok {
+		return nil, werr
+	}
+	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT herald_rows; RELEASE SAVEPOINT herald_rows"); err != nil {
+		return nil, fmt.Errorf("roll back to savepoint: %w", err)
+	}
+	return werr, nil
+}
+
+// refuse records row i's event as refused for why, a refusal.
+func (w *Writer) refuse(refused map[int]error, i int, why error) {
+	x := &w.rows.list[i]
+	code, _ := refusal(why)
+	pe, _ := errors.AsType[*pgconn.PgError](why)
+	refused[x.event] = sink.Permanent(code, &rowError{pg: pe, table: w.table.Sanitize(), id: x.id})
+}
+
+// rowError is PostgreSQL's refusal of one event's row. What PostgreSQL
+// said comes first: dead-letter listings cut long details.
+type rowError struct {
+	pg        *pgconn.PgError
+	table, id string
+}
+
+func (e *rowError) Error() string {
+	return fmt.Sprintf("%s (SQLSTATE %s, table %s, event %s)", e.pg.Message, e.pg.Code, e.table, e.id)
+}
+
+func (e *rowError) Unwrap() error { return e.pg }
+
+// refusal reports whether err is PostgreSQL refusing data (SQLSTATE class
+// 22 or 23) rather than failing as a server, and the reason code.
+func refusal(err error) (string, bool) {
+	pe, ok := errors.AsType[*pgconn.PgError](err)
+	if !ok {
+		return "", false
+	}
+	switch {
+	case strings.HasPrefix(pe.Code, "22"):
+		return CodeDataException, true
+	case strings.HasPrefix(pe.Code, "23"):
+		return CodeIntegrityViolation, true
+	}
+	return "", false
 }
 
 // Close closes the connection, which ends an open transaction without
@@ -349,6 +563,10 @@ func (w *Writer) connect(ctx context.Context) error {
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "herald"
 	}
+	// herald's text is UTF-8 whatever the database's encoding: the server
+	// converts it, or refuses what the encoding cannot hold, rather than
+	// store UTF-8 bytes as if they were its own encoding.
+	cfg.RuntimeParams["client_encoding"] = "UTF8"
 	if w.opts.PasswordFile != "" || w.opts.PasswordEnv != "" {
 		pw, err := w.password()
 		if err != nil {

@@ -66,22 +66,28 @@ const (
 var stagingColumns = []string{"ord", "id", "time", "received", "host", "service", "class", "certainty",
 	"source", "peer", "message", "message_bytes", "target_mask", "raw", "fields"}
 
-// insertSQL moves the staged rows into the table. DO NOTHING on a known id
-// is what makes a redelivered batch harmless, duplicates within the batch
+// insertSQL moves the staged rows into the table: those whose ord is in
+// [lo, hi), or all of them when hi < 0. DO NOTHING on a known id is what
+// makes a redelivered batch harmless, duplicates within the batch
 // included.
-func (w *Writer) insertSQL() string {
+func (w *Writer) insertSQL(lo, hi int) string {
 	cols := make([]string, len(stagingColumns)-1)
 	for i, c := range stagingColumns[1:] {
 		cols[i] = pgx.Identifier{c}.Sanitize()
 	}
 	list := strings.Join(cols, ", ")
-	return fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM pg_temp.%s ORDER BY ord ON CONFLICT (id) DO NOTHING",
-		w.table.Sanitize(), list, list, stagingTable)
+	where := ""
+	if hi >= 0 {
+		where = fmt.Sprintf(" WHERE ord >= %d AND ord < %d", lo, hi)
+	}
+	return fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM pg_temp.%s%s ORDER BY ord ON CONFLICT (id) DO NOTHING",
+		w.table.Sanitize(), list, list, stagingTable, where)
 }
 
 // row is one event as the table stores it. The byte slices point into
 // rows.arena.
 type row struct {
+	event                                           int // index in the transaction
 	id, host, service, class, source, peer, message string
 	time, received                                  int64
 	certainty                                       float32
@@ -89,12 +95,13 @@ type row struct {
 	raw, messageBytes, fields                       []byte
 }
 
-// rows is a transaction's rows; it is the COPY's row source.
+// rows is a transaction's rows; it is the COPY's row source, for the
+// range rewind gave.
 type rows struct {
-	list  []row
-	arena []byte // copies of raw bytes, exact messages and fields JSON
-	next  int
-	vals  []any
+	list      []row
+	arena     []byte // copies of raw bytes, exact messages and fields JSON
+	next, end int
+	vals      []any
 }
 
 func (r *rows) len() int { return len(r.list) }
@@ -102,8 +109,11 @@ func (r *rows) len() int { return len(r.list) }
 func (r *rows) reset() {
 	r.list = r.list[:0]
 	r.arena = r.arena[:0]
-	r.next = 0
+	r.next, r.end = 0, 0
 }
+
+// rewind makes the COPY source give rows [lo, hi).
+func (r *rows) rewind(lo, hi int) { r.next, r.end = lo, hi }
 
 // shrink lets go of buffers grown by one unusually big transaction.
 func (r *rows) shrink() {
@@ -116,10 +126,12 @@ func (r *rows) shrink() {
 	r.reset()
 }
 
-// add turns ev into a row. Text PostgreSQL cannot hold is replaced (see
-// the package doc); the exact message is kept when it had to be.
-func (r *rows) add(ev *schemas.Event) {
+// add turns ev, the transaction's event number i, into a row. Text
+// PostgreSQL cannot hold is replaced (see the package doc); the exact
+// message is kept when it had to be.
+func (r *rows) add(ev *schemas.Event, i int) {
 	x := row{
+		event:      i,
 		time:       ev.TimeUnixNano,
 		received:   ev.ReceivedUnixNano,
 		certainty:  ev.Certainty,
@@ -160,7 +172,7 @@ func (r *rows) add(ev *schemas.Event) {
 // Next, Values and Err make rows a pgx.CopyFromSource. The values slice
 // is reused: pgx encodes each row before asking for the next.
 func (r *rows) Next() bool {
-	if r.next >= len(r.list) {
+	if r.next >= r.end {
 		return false
 	}
 	r.next++
