@@ -23,8 +23,10 @@ release: ## writes bin/release/herald-VERSION-OS-ARCH, static
 run: build ## herald on its embedded default config
 	$(BIN)/herald run --config deploy/herald.yaml
 
-# protoc comes from Debian's protobuf-compiler; protoc-gen-go is built at the
-# version go.mod pins, so generated code only changes when go.mod does.
+# protoc comes from Debian's protobuf-compiler; protoc-gen-go and
+# protoc-gen-go-vtproto (reflection-free Marshal/Unmarshal for the hot path)
+# are built at the versions go.mod pins, so generated code only changes when
+# go.mod does.
 # The Debian packages of the build and of the tests' real peers (protoc,
 # PostgreSQL, rsyslog ...), installed when missing: deploy/ci/deps.sh lists them.
 deps:
@@ -32,7 +34,10 @@ deps:
 
 generate: deps ## rebuilds schemas/*.pb.go, schemas/config.schema.json and docs/config.md
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
-	PATH="$(CURDIR)/$(BIN):$$PATH" protoc --proto_path=schemas --go_out=schemas --go_opt=paths=source_relative schemas/event.proto
+	$(GO) build -o $(BIN)/protoc-gen-go-vtproto github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto
+	PATH="$(CURDIR)/$(BIN):$$PATH" protoc --proto_path=schemas --go_out=schemas --go_opt=paths=source_relative \
+		--go-vtproto_out=schemas --go-vtproto_opt=paths=source_relative,features=marshal+unmarshal+unmarshal_unsafe+size \
+		schemas/event.proto
 	$(GO) run ./internal/schemagen -out schemas/config.schema.json -doc docs/config.md
 
 # Fails when the committed generated code, schema or config reference differs

@@ -13,7 +13,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-router/herald/schemas"
 )
@@ -27,8 +26,14 @@ var ErrMalformed = errors.New("malformed message")
 // event (schemas/event.schema.json), one object or an array of them.
 func Decode(msg jetstream.Msg) (*schemas.Batch, error) {
 	if msg.Headers().Get(HeaderEncoding) == EncodingBatch {
+		// UnmarshalVTUnsafe: the event's strings and bytes point into the
+		// message's data instead of being copied out of it; nats.go gives
+		// every message its own buffer and no stage writes to it. About four
+		// times cheaper than proto.Unmarshal, which was the sink's largest
+		// cost. Strings are not checked for UTF-8 here: every producer of a
+		// protobuf batch (classifier, JSON intake, ELAPI) makes them valid.
 		b := &schemas.Batch{}
-		if err := proto.Unmarshal(msg.Data(), b); err != nil {
+		if err := b.UnmarshalVTUnsafe(msg.Data()); err != nil {
 			return nil, fmt.Errorf("%w: protobuf batch: %v", ErrMalformed, err)
 		}
 		return b, nil

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-router/herald/schemas"
 )
@@ -19,23 +19,51 @@ import (
 // each at most maxBytes (a single event larger than that gets a message of
 // its own). The split depends only on the input, so a redelivered input
 // yields the same messages with the same Nats-Msg-Id and JetStream drops the
-// copies.
+// copies. An event with text that is not UTF-8 is refused: protobuf strings
+// must be, and every reader of the batch relies on it.
 func EncodeBatches(subject, id string, events []*schemas.Event, maxBytes int) ([]*nats.Msg, error) {
-	encoded := make([][]byte, len(events))
+	// Sized first (SizeVT is reflection-free), then each event marshalled
+	// straight into its place in the message: one allocation per message.
+	sizes := make([]int, len(events))
 	for i, ev := range events {
-		b, err := cachedSize.MarshalAppend(make([]byte, 0, proto.Size(ev)), ev)
-		if err != nil {
+		if err := checkUTF8(ev); err != nil {
 			return nil, fmt.Errorf("encode batch %s event %d: %w", id, i, err)
 		}
-		encoded[i] = b
+		sizes[i] = ev.SizeVT()
 	}
-	return EncodeWireBatches(subject, id, encoded, maxBytes), nil
+	var err error
+	out := splitBatches(subject, id, sizes, maxBytes, func(data []byte, i int) []byte {
+		n := len(data)
+		data = data[:n+sizes[i]]
+		if _, e := events[i].MarshalToSizedBufferVT(data[n:]); e != nil && err == nil {
+			err = fmt.Errorf("encode batch %s event %d: %w", id, i, e)
+		}
+		return data
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // EncodeWireBatches is EncodeBatches for events already in wire form. The
 // batch is written by hand (field 1 the id, field 2 each event), so an
 // event is never decoded or marshalled again here.
 func EncodeWireBatches(subject, id string, events [][]byte, maxBytes int) []*nats.Msg {
+	sizes := make([]int, len(events))
+	for i, ev := range events {
+		sizes[i] = len(ev)
+	}
+	return splitBatches(subject, id, sizes, maxBytes, func(data []byte, i int) []byte {
+		return append(data, events[i]...)
+	})
+}
+
+// splitBatches cuts events of the given encoded sizes into messages of at
+// most maxBytes and writes each message's batch: the part's id, then each
+// event as field 2, its bytes appended by put. A batch split in several
+// messages gets part ids id.0, id.1, ...
+func splitBatches(subject, id string, sizes []int, maxBytes int, put func(data []byte, i int) []byte) []*nats.Msg {
 	var out []*nats.Msg
 	start, size := 0, 0
 	flush := func(end int) {
@@ -43,19 +71,20 @@ func EncodeWireBatches(subject, id string, events [][]byte, maxBytes int) []*nat
 			return
 		}
 		partID := id
-		if len(out) > 0 || end < len(events) {
+		if len(out) > 0 || end < len(sizes) {
 			partID = id + "." + strconv.Itoa(len(out))
 		}
-		total := len(partID) + 12
+		total := 1 + protowire.SizeBytes(len(partID))
 		for i := start; i < end; i++ {
-			total += len(events[i]) + 12
+			total += 1 + protowire.SizeBytes(sizes[i])
 		}
 		data := make([]byte, 0, total)
 		data = protowire.AppendTag(data, 1, protowire.BytesType)
 		data = protowire.AppendString(data, partID)
 		for i := start; i < end; i++ {
 			data = protowire.AppendTag(data, 2, protowire.BytesType)
-			data = protowire.AppendBytes(data, events[i])
+			data = protowire.AppendVarint(data, uint64(sizes[i]))
+			data = put(data, i)
 		}
 		m := nats.NewMsg(subject)
 		m.Data = data
@@ -64,19 +93,59 @@ func EncodeWireBatches(subject, id string, events [][]byte, maxBytes int) []*nat
 		out = append(out, m)
 		start, size = end, 0
 	}
-	for i, ev := range events {
-		n := len(ev) + 4
+	for i, n := range sizes {
+		n += 4
 		if size > 0 && size+n > maxBytes {
 			flush(i)
 		}
 		size += n
 	}
-	flush(len(events))
+	flush(len(sizes))
 	return out
 }
 
-// cachedSize reuses the sizes proto.Size just computed.
-var cachedSize = proto.MarshalOptions{UseCachedSize: true}
+// errNotUTF8 is why an event with invalid text cannot be encoded.
+var errNotUTF8 = errors.New("text is not valid UTF-8")
+
+// checkUTF8 checks every string of ev, as proto.Marshal would.
+func checkUTF8(ev *schemas.Event) error {
+	for _, s := range [...]string{ev.Id, ev.Source, ev.Class, ev.Host, ev.Service, ev.Message, ev.Peer, ev.Track} {
+		if !utf8.ValidString(s) {
+			return errNotUTF8
+		}
+	}
+	return checkFieldsUTF8(ev.Fields)
+}
+
+func checkFieldsUTF8(fields []*schemas.Field) error {
+	for _, f := range fields {
+		if !utf8.ValidString(f.Key) {
+			return errNotUTF8
+		}
+		if err := checkValueUTF8(f.Value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkValueUTF8(v *schemas.Value) error {
+	switch k := v.GetKind().(type) {
+	case *schemas.Value_Str:
+		if !utf8.ValidString(k.Str) {
+			return errNotUTF8
+		}
+	case *schemas.Value_List:
+		for _, x := range k.List.GetValues() {
+			if err := checkValueUTF8(x); err != nil {
+				return err
+			}
+		}
+	case *schemas.Value_Map:
+		return checkFieldsUTF8(k.Map.GetFields())
+	}
+	return nil
+}
 
 // PublishAsync publishes m without waiting for its acknowledgement. When
 // too many publishes are outstanding it waits for them to drain instead of
