@@ -33,6 +33,12 @@ const (
 	// SubjectReceiptsPrefix starts every subject a tracked event may name
 	// for its receipts.
 	SubjectReceiptsPrefix = "herald.receipts."
+	// SubjectTapPrefix starts the plain NATS (not stored) copies that a
+	// hop running several stages publishes of what it hands from one stage
+	// to the next in memory, while a `herald tap` asks for them on
+	// SubjectTapControl: herald.tap.<the subject it stands for>.
+	SubjectTapPrefix  = "herald.tap."
+	SubjectTapControl = "herald.tapctl"
 
 	ConsumerClassifier = "classifier"
 	ConsumerResolver   = "resolver"

@@ -50,6 +50,15 @@ type Config struct {
 	// the Go default (no limit); the GOMEMLIMIT environment variable, when
 	// set, wins. Default 170MiB.
 	MemoryLimit Size `yaml:"memory_limit"`
+	// FuseStages hands events from a stage to the next one in memory when
+	// both run in this process (classifier, resolver, router), instead of
+	// through the herald.events and herald.resolved streams: about a third
+	// less CPU per event. Nothing is lost either way: a stage's input is
+	// acked only once the last fused stage's outputs are stored. Those
+	// streams still carry what applications publish and what stages in
+	// other processes send, and only that is what `herald tap` sees there.
+	// false publishes every stage's output. Default true.
+	FuseStages bool `yaml:"fuse_stages"`
 
 	// Path is the config file's path; Dir its folder, against which relative
 	// paths were resolved.
@@ -231,7 +240,8 @@ type Masked interface{ Mask() uint64 }
 // Default returns the configuration herald uses for keys a file leaves out.
 func Default() *Config {
 	return &Config{
-		Log: Log{Level: "info", Format: "text"},
+		Log:        Log{Level: "info", Format: "text"},
+		FuseStages: true,
 		Bus: Bus{
 			Embedded: Embedded{
 				Listen:     "127.0.0.1:4222",

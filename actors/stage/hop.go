@@ -35,6 +35,14 @@ type Output struct {
 	// Msgs are ready-made messages (receipts), published as they are and
 	// confirmed with the rest before the input is acked.
 	Msgs []*nats.Msg
+
+	// Set by fuse for the outputs of linked stages: the Nats-Msg-Id base,
+	// the stage that made the output and its metrics, and whether it is an
+	// archive copy.
+	id      string
+	stage   string
+	metrics *metrics.Stage
+	mirror  bool
 }
 
 // DeadLetter is the reason of a dead-letter output. Origin is the subject
@@ -85,6 +93,13 @@ type Hop struct {
 	// Mirror, when set, also receives a copy of every batch this stage
 	// publishes (the archive of resolved events, for replay).
 	Mirror string
+	// Next are the stages that follow this one in the same process; what
+	// they consume of this stage's outputs is handed to them in memory (see
+	// Link). Empty: every output is published.
+	Next []Link
+	// Taps, when set, says which of the subjects Next stands in for a
+	// `herald tap` watches: those get a plain NATS copy.
+	Taps *Taps
 
 	pending chan pendingAck
 	done    chan struct{}
@@ -93,7 +108,7 @@ type Hop struct {
 type pendingAck struct {
 	msg     jetstream.Msg
 	futures []jetstream.PubAckFuture
-	events  int
+	counts  []counted // events each stage published, counted once stored
 }
 
 // Init starts the goroutine that confirms publishes and acks inputs.
@@ -110,7 +125,8 @@ func (h *Hop) Handle(ctx context.Context, msg jetstream.Msg) {
 	if dead := h.checkDeliveries(ctx, msg); dead {
 		return
 	}
-	if wp, ok := h.Proc.(WireProcessor); ok && msg.Headers().Get(bus.HeaderEncoding) == bus.EncodingBatch {
+	// A fused hop needs the events as structs for the next stage anyway.
+	if wp, ok := h.Proc.(WireProcessor); ok && len(h.Next) == 0 && msg.Headers().Get(bus.HeaderEncoding) == bus.EncodingBatch {
 		if id, outs, ok := wp.ProcessWire(msg.Data()); ok {
 			h.publish(ctx, msg, id, outs)
 			return
@@ -141,8 +157,27 @@ func (h *Hop) Handle(ctx context.Context, msg jetstream.Msg) {
 // queues the input for its ack once they are all stored.
 func (h *Hop) publish(ctx context.Context, msg jetstream.Msg, batchID string, outs []Output) {
 	p := pendingAck{msg: msg}
+	if len(outs) > 0 && outs[0].Events == nil && outs[0].Msgs == nil {
+		// A wire processor's input was never decoded: count it here.
+		h.Metrics.Received.Add(float64(outs[0].events()))
+		h.Metrics.BatchSize.Observe(float64(outs[0].events()))
+	}
+	if len(h.Next) > 0 {
+		links := append([]Link{{Name: h.Name, Proc: h.Proc, Metrics: h.Metrics, Mirror: h.Mirror}}, h.Next...)
+		var err error
+		if outs, p.counts, err = fuse(links, 0, msg.Subject(), batchID, outs, nil, h.tap); err != nil {
+			h.Log.Warn("processing failed; the input will be delivered again", "stage", h.Name, "err", err)
+			_ = msg.NakWithDelay(time.Second)
+			h.Metrics.Nakked.Inc()
+			return
+		}
+	}
+	events := 0
 	for _, o := range outs {
-		id := batchID + ":" + h.Name + ":" + o.Key
+		id, name, m := o.id, o.stage, o.metrics
+		if id == "" {
+			id, name, m = batchID+":"+h.Name+":"+o.Key, h.Name, h.Metrics
+		}
 		var msgs []*nats.Msg
 		var err error
 		switch {
@@ -167,17 +202,17 @@ func (h *Hop) publish(ctx context.Context, msg jetstream.Msg, batchID string, ou
 			for _, m := range msgs {
 				m.Header.Set(bus.HeaderDLQReason, dl.Reason)
 				m.Header.Set(bus.HeaderDLQDetail, dl.Detail)
-				m.Header.Set(bus.HeaderDLQStage, h.Name)
+				m.Header.Set(bus.HeaderDLQStage, name)
 				origin := dl.Origin
 				if origin == "" {
 					origin = msg.Subject()
 				}
 				m.Header.Set(bus.HeaderDLQSubject, origin)
 			}
-			h.Metrics.DeadLettered(dl.Reason, o.events())
-			h.Log.Warn("events dead-lettered", "stage", h.Name, "reason", dl.Reason, "events", o.events(), "detail", dl.Detail)
+			m.DeadLettered(dl.Reason, o.events())
+			h.Log.Warn("events dead-lettered", "stage", name, "reason", dl.Reason, "events", o.events(), "detail", dl.Detail)
 		}
-		if h.Mirror != "" && o.Msgs == nil && o.DeadLetter == nil {
+		if h.Mirror != "" && len(h.Next) == 0 && o.Msgs == nil && o.DeadLetter == nil {
 			for _, m := range msgs[:len(msgs):len(msgs)] {
 				c := nats.NewMsg(h.Mirror)
 				c.Data = m.Data
@@ -197,14 +232,29 @@ func (h *Hop) publish(ctx context.Context, msg jetstream.Msg, batchID string, ou
 			p.futures = append(p.futures, f)
 		}
 		if o.Msgs == nil {
-			p.events += o.events()
+			events += o.events()
 		}
 	}
-	if len(outs) > 0 && outs[0].Events == nil && outs[0].Msgs == nil {
-		h.Metrics.Received.Add(float64(outs[0].events()))
-		h.Metrics.BatchSize.Observe(float64(outs[0].events()))
+	if p.counts == nil {
+		p.counts = []counted{{h.Metrics, events}}
 	}
 	h.pending <- p
+}
+
+// tap publishes, without JetStream, a copy of events a fused hop hands on
+// in memory, when a `herald tap` watches the subject they stand for. A tap
+// may miss some; the pipeline never waits for it.
+func (h *Hop) tap(subject, id string, evs []*schemas.Event) {
+	if !h.Taps.Active(subject) {
+		return
+	}
+	msgs, err := bus.EncodeBatches(bus.SubjectTapPrefix+subject, id, evs, h.MaxBytes)
+	if err != nil {
+		return
+	}
+	for _, m := range msgs {
+		_ = h.Bus.NC.PublishMsg(m)
+	}
 }
 
 // checkDeliveries counts redeliveries and dead-letters a message delivered
@@ -261,7 +311,9 @@ func (h *Hop) ackLoop() {
 			h.Log.Warn("ack failed; the input will be delivered again and de-duplicated", "stage", h.Name, "err", err)
 			continue
 		}
-		h.Metrics.Published.Add(float64(p.events))
+		for _, c := range p.counts {
+			c.m.Published.Add(float64(c.n))
+		}
 		h.Metrics.Acked.Inc()
 	}
 }

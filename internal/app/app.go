@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -90,6 +91,9 @@ type App struct {
 	// leases is the sink lease bucket, opened with the first single-writer
 	// sink (see the sink leases section below).
 	leases *lease.Bucket
+	// taps is what `herald tap` watches among the subjects fused hops
+	// stand in for (see stage.Taps).
+	taps stage.Taps
 
 	mu  sync.Mutex // serialises Reload and Shutdown; guards gen
 	gen *generation
@@ -145,6 +149,15 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 	}
 	if u := a.bus.ClientURL(); u != "" {
 		a.log.Info("embedded nats listening", "url", u, "data_dir", cfg.Bus.Embedded.DataDir)
+	}
+	// A tap announces the subject it watches; the answer tells it some
+	// process heard it before it goes on. Fused hops copy what they hand
+	// on to that subject from then on.
+	if _, err := a.bus.NC.Subscribe(bus.SubjectTapControl, func(m *nats.Msg) {
+		a.taps.Watch(string(m.Data))
+		_ = m.Respond(nil)
+	}); err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", bus.SubjectTapControl, err)
 	}
 	a.system = actor.NewActorSystem(actor.WithLoggerFactory(func(s *actor.ActorSystem) *slog.Logger {
 		return slog.New(protoactorLogHandler{a.log.Handler()}).With("component", "protoactor")
@@ -202,11 +215,28 @@ func (a *App) startGeneration(ctx context.Context, g, old *generation) (err erro
 		{StageResolver, bus.StreamEvents, bus.ConsumerResolver, StageClassifier, res},
 		{StageClassifier, bus.StreamRaw, bus.ConsumerClassifier, StageReceiver, classifier.Processor{}},
 	}
-	for _, h := range hops {
+	// links[i] is the stage after hops[i], as a Link a fused hop hands
+	// its outputs to (see stage.Link).
+	links := map[string]stage.Link{
+		StageResolver: {Name: StageResolver, Proc: res, Metrics: a.metrics.Stage(StageResolver), Input: bus.SubjectEventsPrefix},
+		StageRouter:   {Name: StageRouter, Proc: rt, Metrics: a.metrics.Stage(StageRouter), Input: bus.SubjectResolved},
+	}
+	if g.cfg.Archive.Enabled() {
+		l := links[StageResolver]
+		l.Mirror = bus.SubjectArchive
+		links[StageResolver] = l
+	}
+	for i, h := range hops {
 		if !a.has(h.name) {
 			continue
 		}
-		if err := a.startHop(ctx, g, h.name, h.stream, h.durable, h.proc); err != nil {
+		// The stages that follow in this process, in pipeline order, up
+		// to the first one that runs elsewhere.
+		var next []stage.Link
+		for j := i - 1; g.cfg.FuseStages && j >= 0 && a.has(hops[j].name); j-- {
+			next = append(next, links[hops[j].name])
+		}
+		if err := a.startHop(ctx, g, h.name, h.stream, h.durable, h.proc, next); err != nil {
 			return err
 		}
 	}
@@ -236,7 +266,7 @@ func (a *App) newRouter(cfg *config.Config) (*router.Router, error) {
 	return r, nil
 }
 
-func (a *App) startHop(ctx context.Context, g *generation, name, stream, durable string, proc stage.Processor) error {
+func (a *App) startHop(ctx context.Context, g *generation, name, stream, durable string, proc stage.Processor, next []stage.Link) error {
 	cons, err := a.bus.Consumer(ctx, stream, durable)
 	if err != nil {
 		return err
@@ -244,7 +274,7 @@ func (a *App) startHop(ctx context.Context, g *generation, name, stream, durable
 	m := a.metrics.Stage(name)
 	h := &stage.Hop{
 		Name: name, Bus: a.bus, Proc: proc, MaxBytes: int(g.cfg.Batch.MaxBytes) * 4,
-		MaxDeliver: g.cfg.Bus.MaxDeliver, Metrics: m, Log: a.log,
+		MaxDeliver: g.cfg.Bus.MaxDeliver, Metrics: m, Log: a.log, Next: next, Taps: &a.taps,
 	}
 	if name == StageResolver && g.cfg.Archive.Enabled() {
 		h.Mirror = bus.SubjectArchive

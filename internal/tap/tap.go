@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-router/herald/actors/sink/format"
+	"github.com/herald-router/herald/actors/stage"
 	"github.com/herald-router/herald/bus"
 	"github.com/herald-router/herald/config"
 	"github.com/herald-router/herald/internal/filter"
@@ -161,11 +162,18 @@ func (t *Tap) Run(ctx context.Context) error {
 	var sub *nats.Subscription
 	// The handler runs on the subscription's one goroutine, so buf and
 	// lostSeen need no lock.
-	sub, err := t.Conn.Subscribe(t.Subject, func(msg *nats.Msg) {
-		if n, _ := sub.Dropped(); n > lostSeen {
-			t.count(func() { t.lost += n - lostSeen })
-			t.warn("%d message(s) lost: the tap could not keep up (the pipeline lost nothing)", n-lostSeen)
-			lostSeen = n
+	// Two subscriptions feed handle; hmu keeps their goroutines from
+	// sharing buf at once.
+	var hmu sync.Mutex
+	handle := func(sub *nats.Subscription, lostSeen *int, msg *nats.Msg) {
+		hmu.Lock()
+		defer hmu.Unlock()
+		// A fused hop's copy stands for the subject after the prefix.
+		msg.Subject = strings.TrimPrefix(msg.Subject, bus.SubjectTapPrefix)
+		if n, _ := sub.Dropped(); n > *lostSeen {
+			t.count(func() { t.lost += n - *lostSeen })
+			t.warn("%d message(s) lost: the tap could not keep up (the pipeline lost nothing)", n-*lostSeen)
+			*lostSeen = n
 		}
 		evs, err := Decode(msg)
 		if err != nil {
@@ -207,8 +215,21 @@ func (t *Tap) Run(ctx context.Context) error {
 				finish(nil)
 			}
 		}
-	})
+	}
+	sub, err := t.Conn.Subscribe(t.Subject, func(msg *nats.Msg) { handle(sub, &lostSeen, msg) })
 	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", t.Subject, err)
+	}
+	// The copies hops that run several stages publish of what they hand
+	// on in memory (bus.SubjectTapPrefix): they ask for them below.
+	copyLost := 0
+	var copies *nats.Subscription
+	copies, err = t.Conn.Subscribe(bus.SubjectTapPrefix+t.Subject, func(msg *nats.Msg) { handle(copies, &copyLost, msg) })
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", bus.SubjectTapPrefix+t.Subject, err)
+	}
+	defer func() { _ = copies.Unsubscribe() }()
+	if err := copies.SetPendingLimits(64<<10, 256<<20); err != nil {
 		return fmt.Errorf("subscribe %s: %w", t.Subject, err)
 	}
 	// Nothing is written to Out once Run returned: a handler still
@@ -231,6 +252,31 @@ func (t *Tap) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", t.Subject, err)
 	}
+	// Announce the subject to fused hops and wait for one to hear it, so
+	// that what they hand on from now is copied; renew while tapping.
+	// No answer means no process is listening yet: the renewals reach
+	// those that start later.
+	announce := func() { _ = t.Conn.Publish(bus.SubjectTapControl, []byte(t.Subject)) }
+	if _, err := t.Conn.Request(bus.SubjectTapControl, []byte(t.Subject), 2*time.Second); err != nil &&
+		!errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, nats.ErrTimeout) {
+		return fmt.Errorf("announce the tap: %w", err)
+	}
+	doneRenew := make(chan struct{})
+	defer close(doneRenew)
+	renew := time.NewTicker(stage.TapLease / 3)
+	defer renew.Stop()
+	go func() {
+		for {
+			select {
+			case <-renew.C:
+				announce()
+			case <-ctx.Done():
+				return
+			case <-doneRenew:
+				return
+			}
+		}
+	}()
 	if t.Subscribed != nil {
 		t.Subscribed()
 	}
