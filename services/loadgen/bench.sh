@@ -29,6 +29,8 @@
 #   BENCH_PG_N     rows for the postgres run (default BENCH_N)
 #   BENCH_PG_SET   server settings for it, space-separated name=value (default none:
 #                  PostgreSQL's defaults, fsync and synchronous_commit on)
+#   BENCH_COMPARE  0: skip services/loadgen/compare.sh (the side-by-side table, last)
+#   BENCH_SCALE, BENCH_VECTOR, BENCH_RUNS, BENCH_CASES: compare.sh's (see there)
 #   HERALD         herald binary (default bin/herald); LOADGEN likewise (bin/herald-loadgen)
 #   GO             go command that builds pgserver (default go)
 # Exit status: the loadgen's (1 if delivery was incomplete), or 1 if herald failed to start,
@@ -287,4 +289,7 @@ pg_bench() {
 	awk -v f="$file_eps" -v p="$pg_eps" 'BEGIN { printf "  postgres end to end = %.0f%% of the file run'"'"'s rate\n", 100 * p / f }'
 }
 ((run_pg == 0)) || pg_bench
-if [[ ${BENCH_COMPARE:-1} != 0 ]]; then bash services/loadgen/compare.sh; fi # herald vs rsyslog, syslog-ng, Benthos: its table ends the output (BENCH_COMPARE=0 skips it)
+# herald vs rsyslog, syslog-ng, Benthos, plus the scale-out cases (BENCH_SCALE=0 leaves them
+# out) and the Vector harness's cases (BENCH_VECTOR=0): its table ends the output
+# (BENCH_COMPARE=0 skips it; BENCH_N, BENCH_SIZE, BENCH_TIMEOUT and BENCH_KEEP apply to it too).
+if [[ ${BENCH_COMPARE:-1} != 0 ]]; then bash services/loadgen/compare.sh; fi

@@ -43,8 +43,21 @@
 // send rate; p50/p99/max latency; and herald's peak RSS and CPU%. With -json
 // the same figures follow as one JSON object on the last line of stdout.
 //
-// Exit status: 0 on success; 1 when TCP delivery is incomplete (or, without
-// -out, when sending failed); 2 for bad flags.
+// Other ways in and out, for the cases the Vector test harness made standard:
+// -proto file appends the lines to a file that the server under test follows
+// (file -> ...); -format apache sends Apache combined access-log lines with
+// the tokens in the user agent; -listen counts delivery on a TCP server the
+// server under test forwards to (... -> tcp, newline framing), with the same
+// tracking as -out; -metric counts it by a Prometheus counter of a server that
+// keeps nothing (herald's file sink on /dev/null: ... -> blackhole), without
+// latency; -last follows an -out that gets only the run's last line (a peer
+// that discards the rest), so the run ends when it arrives and loss is not
+// checked. -start-after makes the loadgen wait for a file before it sends, so
+// that a script can start the -listen server first, then the server under
+// test, and then let the sending begin.
+//
+// Exit status: 0 on success; 1 when TCP or file delivery is incomplete (or,
+// without -out, -listen or -metric, when sending failed); 2 for bad flags.
 package main
 
 import (
@@ -62,6 +75,7 @@ import (
 	"math"
 	"math/bits"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -97,6 +111,13 @@ type options struct {
 	json     bool
 	host     string
 	progress time.Duration
+
+	format     string // syslog or apache
+	listen     string // counting TCP server instead of -out
+	metric     string // Prometheus URL whose counter says how many were delivered
+	series     string // the counter's series in -metric
+	last       bool   // -out gets only the last line
+	startAfter string // wait for this file before sending
 }
 
 func main() {
@@ -125,10 +146,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		b, _ := json.Marshal(res)
 		fmt.Fprintf(stdout, "%s\n", b)
 	}
-	if res.SendError != "" && (o.out == "" || o.proto == "tcp") {
+	if res.SendError != "" && (!o.measured() || o.proto != "udp") {
 		return 1
 	}
-	if o.out != "" && o.proto == "tcp" && res.Delivered < o.n {
+	if o.measured() && o.proto != "udp" && res.Delivered < o.n {
 		return 1
 	}
 	return 0
@@ -139,7 +160,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("herald-loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:5514", "herald syslog receiver `host:port`")
-	fs.StringVar(&o.proto, "proto", "tcp", "tcp or udp")
+	fs.StringVar(&o.proto, "proto", "tcp", "tcp, udp, or file: append the lines to the file -addr names (for a server that follows it)")
 	fs.Int64Var(&o.n, "n", 1000000, "number of lines to send")
 	fs.IntVar(&o.conns, "conns", 1, "number of connections (sockets for udp)")
 	fs.Float64Var(&o.rate, "rate", 0, "total lines/s over all connections, 0 = as fast as possible")
@@ -154,6 +175,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.json, "json", false, "also print the summary as one JSON object (last line)")
 	fs.StringVar(&o.host, "host", "benchhost", "HOSTNAME field of the syslog lines")
 	fs.DurationVar(&o.progress, "progress", 5*time.Second, "progress line on stderr this often, 0 = none")
+	fs.StringVar(&o.format, "format", "syslog", "lines to send: syslog (RFC 3164) or apache (an Apache combined access-log line, the tokens in its user agent)")
+	fs.StringVar(&o.listen, "listen", "", "count delivery on a TCP server at `host:port` that the server under test forwards to (newline framing) instead of following -out")
+	fs.StringVar(&o.metric, "metric", "", "count delivery by a counter at this Prometheus `URL` (a server that keeps nothing, like a blackhole sink) instead of following -out")
+	fs.StringVar(&o.series, "series", `herald_sink_committed_events_total{sink="events"}`, "the counter's series in -metric")
+	fs.BoolVar(&o.last, "last", false, "-out receives only the run's last line (a server that discards the others): stop when it arrives; loss is not checked")
+	fs.StringVar(&o.startAfter, "start-after", "", "wait until this `file` exists before sending (the -listen server is already up meanwhile); the server's process ids in it, comma-separated, stand for -pid")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: herald-loadgen [flags]\n\nSends RFC 3164 syslog lines to herald and measures their delivery into a file sink.\n\n")
 		fs.PrintDefaults()
@@ -170,17 +197,32 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return bad("unexpected arguments: %q", fs.Args())
 	}
 	if pids != "" {
-		for _, f := range strings.Split(pids, ",") {
-			pid, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || pid < 1 {
-				return bad("-pid takes process ids separated by commas, not %q", pids)
-			}
-			o.pids = append(o.pids, pid)
+		var err error
+		if o.pids, err = parsePIDs(pids); err != nil || len(o.pids) == 0 {
+			return bad("-pid takes process ids separated by commas, not %q", pids)
 		}
 	}
 	o.proto = strings.ToLower(o.proto)
-	if o.proto != "tcp" && o.proto != "udp" {
-		return bad("-proto must be tcp or udp, not %q", o.proto)
+	if o.proto != "tcp" && o.proto != "udp" && o.proto != "file" {
+		return bad("-proto must be tcp, udp or file, not %q", o.proto)
+	}
+	if o.proto == "file" && o.conns != 1 {
+		return bad("-proto file writes one file: -conns must be 1")
+	}
+	if o.format != "syslog" && o.format != "apache" {
+		return bad("-format must be syslog or apache, not %q", o.format)
+	}
+	ways := 0
+	for _, v := range []string{o.out, o.listen, o.metric} {
+		if v != "" {
+			ways++
+		}
+	}
+	if ways > 1 {
+		return bad("-out, -listen and -metric are exclusive: give one way to count delivery")
+	}
+	if o.last && o.out == "" {
+		return bad("-last needs -out")
 	}
 	if o.n < 1 {
 		return bad("-n must be at least 1")
@@ -218,6 +260,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
+// measured reports whether delivery is counted (else the loadgen only sends).
+func (o *options) measured() bool { return o.out != "" || o.listen != "" || o.metric != "" }
+
 // ---------------------------------------------------------------- line format
 
 // lineFormat builds the syslog lines. Not safe for concurrent use: each sender
@@ -228,6 +273,7 @@ type lineFormat struct {
 	pad     []byte
 	stampAt int64  // Unix second that stamp shows
 	stamp   []byte // "<13>Nov 26 06:10:00 "
+	apache  bool
 }
 
 func newLineFormat(host, runID string, pid, size int) *lineFormat {
@@ -244,15 +290,33 @@ func newLineFormat(host, runID string, pid, size int) *lineFormat {
 	return f
 }
 
+// newApacheFormat makes Apache combined access-log lines; the run's tokens and
+// the padding are the user agent, the last quoted field, which parsers take
+// as free text:
+//
+//	10.1.2.3 - - [26/Nov/2026:06:10:00 +0000] "GET /index.html HTTP/1.1" 200 2326 "http://www.example.com/start.html" "Mozilla/5.0 (loadgen) run=<id> seq=42 ts=... abc..."
+func newApacheFormat(runID string, size int) *lineFormat {
+	f := newLineFormat("", runID, 0, size)
+	f.head = []byte("run=" + runID + " seq=")
+	f.apache = true
+	return f
+}
+
 // appendLine appends one line, without framing, to dst: PRI 13 (user.notice),
 // a BSD timestamp, host, tag, then "run=<id> seq=<seq> ts=<ts>" and padding up
 // to the wanted size.
 func (f *lineFormat) appendLine(dst []byte, now time.Time, seq int64) []byte {
 	if sec := now.Unix(); sec != f.stampAt {
 		f.stampAt = sec
-		f.stamp = append(f.stamp[:0], "<13>"...)
-		f.stamp = now.AppendFormat(f.stamp, time.Stamp)
-		f.stamp = append(f.stamp, ' ')
+		if f.apache {
+			f.stamp = append(f.stamp[:0], "10.1.2.3 - - ["...)
+			f.stamp = now.AppendFormat(f.stamp, "02/Jan/2006:15:04:05 -0700")
+			f.stamp = append(f.stamp, `] "GET /index.html HTTP/1.1" 200 2326 "http://www.example.com/start.html" "Mozilla/5.0 (loadgen) `...)
+		} else {
+			f.stamp = append(f.stamp[:0], "<13>"...)
+			f.stamp = now.AppendFormat(f.stamp, time.Stamp)
+			f.stamp = append(f.stamp, ' ')
+		}
 	}
 	start := len(dst)
 	dst = append(dst, f.stamp...)
@@ -260,9 +324,16 @@ func (f *lineFormat) appendLine(dst []byte, now time.Time, seq int64) []byte {
 	dst = strconv.AppendInt(dst, seq, 10)
 	dst = append(dst, " ts="...)
 	dst = strconv.AppendInt(dst, now.UnixNano(), 10)
-	if pad := f.size - (len(dst) - start) - 1; pad > 0 {
+	end := 0
+	if f.apache {
+		end = 1 // the user agent's closing quote
+	}
+	if pad := f.size - (len(dst) - start) - 1 - end; pad > 0 {
 		dst = append(dst, ' ')
 		dst = append(dst, f.pad[:pad]...)
+	}
+	if f.apache {
+		dst = append(dst, '"')
 	}
 	return dst
 }
@@ -388,17 +459,19 @@ func (h *histogram) quantile(q float64) int64 {
 
 // -------------------------------------------------------------------- tracker
 
-// tracker counts this run's lines in the output. Only the follower goroutine
-// writes it; delivered and lastNew are also read by the main loop's progress line.
+// tracker counts this run's lines in the output. One goroutine at a time
+// calls line (the follower, or the -listen connections under a lock); the
+// counters are also read by the main loop's progress line.
 type tracker struct {
 	token     []byte
 	n         int64
 	seen      []uint64
 	delivered atomic.Int64
 	lastNew   atomic.Int64 // Unix nanos of the read that brought the last new seq
-	dups      int64
-	malformed int64
+	dups      atomic.Int64
+	malformed atomic.Int64
 	hist      histogram
+	lastOnly  bool // the output holds only seq n-1: seeing it completes the run
 }
 
 func newTracker(runID string, n int64) *tracker {
@@ -413,20 +486,24 @@ func (t *tracker) line(b []byte, now int64) bool {
 	case notOurs:
 		return false
 	case malformed:
-		t.malformed++
+		t.malformed.Add(1)
 		return false
 	}
 	if seq < 0 || seq >= t.n {
-		t.malformed++
+		t.malformed.Add(1)
 		return false
 	}
 	w, bit := seq/64, uint64(1)<<(seq%64)
 	if t.seen[w]&bit != 0 {
-		t.dups++
+		t.dups.Add(1)
 		return false
 	}
 	t.seen[w] |= bit
-	t.delivered.Add(1)
+	if t.lastOnly && seq == t.n-1 {
+		t.delivered.Store(t.n)
+	} else {
+		t.delivered.Add(1)
+	}
 	t.lastNew.Store(now)
 	t.hist.add(now - ts)
 	return true
@@ -556,7 +633,7 @@ type sendStats struct {
 
 // sendTCP writes the lines seq = first, first+step, ... < n through a 256 KiB
 // buffer. Lines count as sent once the buffer holding them was written.
-func sendTCP(ctx context.Context, conn net.Conn, lf *lineFormat, first, step, n int64, rate float64, st *sendStats) error {
+func sendTCP(ctx context.Context, conn io.Writer, lf *lineFormat, first, step, n int64, rate float64, st *sendStats) error {
 	w := bufio.NewWriterSize(conn, writeBufSize)
 	var pendLines, pendBytes int64
 	flush := func() error {
@@ -597,7 +674,7 @@ func sendTCP(ctx context.Context, conn net.Conn, lf *lineFormat, first, step, n 
 }
 
 // sendUDP sends each line as one datagram, without a newline.
-func sendUDP(ctx context.Context, conn net.Conn, lf *lineFormat, first, step, n int64, rate float64, st *sendStats) error {
+func sendUDP(ctx context.Context, conn io.Writer, lf *lineFormat, first, step, n int64, rate float64, st *sendStats) error {
 	line := make([]byte, 0, lf.size+64)
 	pace := newPacer(rate)
 	var lastErr error
@@ -778,6 +855,7 @@ type result struct {
 	SendMiBs     float64 `json:"send_mib_per_s"`
 	SendError    string  `json:"send_error,omitempty"`
 	Followed     bool    `json:"followed"`
+	Delivery     string  `json:"delivery,omitempty"` // how delivery was counted: file, tcp, metric, last-line
 	Delivered    int64   `json:"delivered"`
 	Missing      int64   `json:"missing"`
 	Duplicates   int64   `json:"duplicates"`
@@ -800,23 +878,58 @@ type result struct {
 
 func execute(ctx context.Context, o *options, stderr io.Writer) (*result, error) {
 	res := &result{RunID: o.runID, Proto: o.proto, Addr: o.addr, Conns: o.conns, Size: o.size,
-		Rate: o.rate, N: o.n, PIDs: o.pids, Server: o.name, Cores: runtime.NumCPU(), Followed: o.out != ""}
+		Rate: o.rate, N: o.n, PIDs: o.pids, Server: o.name, Cores: runtime.NumCPU(), Followed: o.measured()}
 
-	var fl *follower
+	var src source
 	var tr *tracker
-	if o.out != "" {
-		fl = newFollower(o.out)
-		defer fl.close()
+	if o.measured() {
 		tr = newTracker(o.runID, o.n)
+		switch {
+		case o.out != "":
+			tr.lastOnly = o.last
+			fl := newFollower(o.out)
+			src, res.Delivery = &fileSource{fl: fl, tr: tr}, "file"
+			if o.last {
+				res.Delivery = "last-line"
+			}
+		case o.listen != "":
+			ls, err := newListenSource(o.listen, tr)
+			if err != nil {
+				return nil, err
+			}
+			src, res.Delivery = ls, "tcp"
+		default:
+			src, res.Delivery = &metricSource{url: o.metric, series: o.series, tr: tr,
+				client: &http.Client{Timeout: 5 * time.Second}}, "metric"
+		}
+		defer src.close()
 	}
 
-	conns := make([]net.Conn, 0, o.conns)
+	if o.startAfter != "" {
+		pids, err := waitForFile(ctx, o.startAfter, o.timeout)
+		if err != nil {
+			return nil, err
+		}
+		if len(o.pids) == 0 {
+			o.pids, res.PIDs = pids, pids
+		}
+	}
+
+	conns := make([]io.WriteCloser, 0, o.conns)
 	defer func() {
 		for _, c := range conns {
 			c.Close()
 		}
 	}()
 	for range o.conns {
+		if o.proto == "file" {
+			f, err := os.OpenFile(o.addr, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+			if err != nil {
+				return nil, err
+			}
+			conns = append(conns, f)
+			continue
+		}
 		c, err := net.DialTimeout(o.proto, o.addr, 5*time.Second)
 		if err != nil {
 			return nil, err
@@ -847,17 +960,23 @@ func execute(ctx context.Context, o *options, stderr io.Writer) (*result, error)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i, c := range conns {
-		stopWrites := context.AfterFunc(runCtx, func() { c.SetWriteDeadline(time.Now()) })
+		stopWrites := func() bool { return true }
+		if d, ok := c.(interface{ SetWriteDeadline(time.Time) error }); ok && o.proto != "file" {
+			stopWrites = context.AfterFunc(runCtx, func() { d.SetWriteDeadline(time.Now()) })
+		}
 		size := o.size
-		if o.proto == "tcp" {
+		if o.proto != "udp" {
 			size-- // the newline
 		}
 		lf := newLineFormat(o.host, o.runID, os.Getpid(), size)
+		if o.format == "apache" {
+			lf = newApacheFormat(o.runID, size)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer stopWrites()
-			send := sendTCP
+			send := sendTCP // a stream: tcp, or lines appended to a file
 			if o.proto == "udp" {
 				send = sendUDP
 			}
@@ -873,24 +992,24 @@ func execute(ctx context.Context, o *options, stderr io.Writer) (*result, error)
 		close(sendDone)
 	}()
 
-	// Follow the output until done.
+	// Count deliveries until done.
 	var nextProgress time.Time
 	if o.progress > 0 {
 		nextProgress = start.Add(o.progress)
 	}
 	reason := "sent"
-	if fl == nil {
+	if src == nil {
 		select {
 		case <-sendDone:
 		case <-runCtx.Done():
 		}
 	}
-	for fl != nil {
-		newLines, err := fl.poll(tr.line)
+	for src != nil {
+		newLines, err := src.poll()
 		if err != nil {
 			cancel()
 			wg.Wait()
-			return nil, fmt.Errorf("reading %s: %w", o.out, err)
+			return nil, err
 		}
 		now := time.Now()
 		if newLines {
@@ -927,13 +1046,13 @@ func execute(ctx context.Context, o *options, stderr io.Writer) (*result, error)
 		if !nextProgress.IsZero() && now.After(nextProgress) {
 			nextProgress = now.Add(o.progress)
 			fmt.Fprintf(stderr, "herald-loadgen: %5.1fs sent %d delivered %d duplicates %d malformed %d\n",
-				now.Sub(start).Seconds(), stats.lines.Load(), tr.delivered.Load(), tr.dups, tr.malformed)
+				now.Sub(start).Seconds(), stats.lines.Load(), tr.delivered.Load(), tr.dups.Load(), tr.malformed.Load())
 		}
 		if !newLines {
-			time.Sleep(pollEvery)
+			time.Sleep(src.every())
 		}
 	}
-	if fl == nil && runCtx.Err() != nil {
+	if src == nil && runCtx.Err() != nil {
 		reason = "timeout"
 		if ctx.Err() != nil {
 			reason = "interrupted"
@@ -942,6 +1061,9 @@ func execute(ctx context.Context, o *options, stderr io.Writer) (*result, error)
 	cancel()
 	wg.Wait()
 	<-sendDone
+	if src != nil {
+		src.close() // the -listen connections stop writing the tracker
+	}
 
 	res.StopReason = reason
 	res.Sent = stats.lines.Load()
@@ -958,8 +1080,8 @@ func execute(ctx context.Context, o *options, stderr io.Writer) (*result, error)
 	if tr != nil {
 		res.Delivered = tr.delivered.Load()
 		res.Missing = o.n - res.Delivered
-		res.Duplicates = tr.dups
-		res.Malformed = tr.malformed
+		res.Duplicates = tr.dups.Load()
+		res.Malformed = tr.malformed.Load()
 		if last := tr.lastNew.Load(); last > 0 {
 			res.Seconds = time.Unix(0, last).Sub(start).Seconds()
 		}
@@ -970,9 +1092,11 @@ func execute(ctx context.Context, o *options, stderr io.Writer) (*result, error)
 				res.MiBPerSec = float64(res.Delivered) * bytesPerLine / mib / res.Seconds
 			}
 		}
-		res.P50Ms = float64(tr.hist.quantile(0.50)) / 1e6
-		res.P99Ms = float64(tr.hist.quantile(0.99)) / 1e6
-		res.MaxMs = float64(tr.hist.quantile(1)) / 1e6
+		if res.Delivery == "file" || res.Delivery == "tcp" { // the others see at most one line's latency
+			res.P50Ms = float64(tr.hist.quantile(0.50)) / 1e6
+			res.P99Ms = float64(tr.hist.quantile(0.99)) / 1e6
+			res.MaxMs = float64(tr.hist.quantile(1)) / 1e6
+		}
 	}
 	if len(o.pids) > 0 {
 		if tr == nil || tr.delivered.Load() == 0 { // no deliveries to time: measure until now
@@ -990,6 +1114,242 @@ func execute(ctx context.Context, o *options, stderr io.Writer) (*result, error)
 		}
 	}
 	return res, nil
+}
+
+// waitForFile waits until path exists, for at most d, and returns the
+// process ids it holds (comma-separated; none if it is empty): a script that
+// starts the server after the loadgen gives them this way.
+func waitForFile(ctx context.Context, path string, d time.Duration) ([]int, error) {
+	deadline := time.Now().Add(d)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			pids, err := parsePIDs(strings.TrimSpace(string(b)))
+			if err != nil {
+				return nil, fmt.Errorf("-start-after %s: %w", path, err)
+			}
+			return pids, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("-start-after: %s did not appear within %v", path, d)
+		}
+		if !sleepCtx(ctx, 10*time.Millisecond) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// parsePIDs reads "PID[,PID...]"; "" is none.
+func parsePIDs(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var pids []int
+	for _, f := range strings.Split(s, ",") {
+		pid, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || pid < 1 {
+			return nil, fmt.Errorf("process ids separated by commas, not %q", s)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
+}
+
+// ------------------------------------------------------------------- sources
+
+// source counts deliveries into a tracker: poll reports whether new lines
+// arrived since the last call; every is how long to wait after a poll that
+// brought none.
+type source interface {
+	poll() (bool, error)
+	every() time.Duration
+	close()
+}
+
+// fileSource follows an output file (-out).
+type fileSource struct {
+	fl *follower
+	tr *tracker
+}
+
+func (s *fileSource) poll() (bool, error) {
+	ok, err := s.fl.poll(s.tr.line)
+	if err != nil {
+		return false, fmt.Errorf("reading %s: %w", s.fl.path, err)
+	}
+	return ok, nil
+}
+func (s *fileSource) every() time.Duration { return pollEvery }
+func (s *fileSource) close()               { s.fl.close() }
+
+// listenSource is a TCP server the server under test forwards to (-listen):
+// newline-framed lines on any number of connections, each counted like a
+// line of an output file. Frames in octet counting ("LEN SP MSG") hold the
+// tokens too, but their boundaries are not newlines: configure newline framing.
+type listenSource struct {
+	ln    net.Listener
+	tr    *tracker
+	mu    sync.Mutex // one connection at a time in tr.line
+	seen  int64      // tr.delivered at the last poll
+	wg    sync.WaitGroup
+	cmu   sync.Mutex
+	conns map[net.Conn]bool
+	done  bool
+}
+
+func newListenSource(addr string, tr *tracker) (*listenSource, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-listen: %w", err)
+	}
+	s := &listenSource{ln: ln, tr: tr, conns: map[net.Conn]bool{}}
+	s.wg.Add(1)
+	go s.accept()
+	return s, nil
+}
+
+func (s *listenSource) accept() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return // closed
+		}
+		s.cmu.Lock()
+		if s.done {
+			s.cmu.Unlock()
+			c.Close()
+			return
+		}
+		s.conns[c] = true
+		s.wg.Add(1)
+		s.cmu.Unlock()
+		go s.read(c)
+	}
+}
+
+func (s *listenSource) read(c net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		s.cmu.Lock()
+		delete(s.conns, c)
+		s.cmu.Unlock()
+		c.Close()
+	}()
+	buf := make([]byte, readBufSize)
+	keep := 0
+	for {
+		n, err := c.Read(buf[keep:])
+		if n > 0 {
+			now := time.Now().UnixNano()
+			data := buf[:keep+n]
+			s.mu.Lock()
+			for {
+				i := bytes.IndexByte(data, '\n')
+				if i < 0 {
+					break
+				}
+				s.tr.line(data[:i], now)
+				data = data[i+1:]
+			}
+			s.mu.Unlock()
+			keep = copy(buf, data)
+			if keep == len(buf) { // a line longer than the buffer
+				nb := make([]byte, 2*len(buf))
+				copy(nb, buf)
+				buf = nb
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (s *listenSource) poll() (bool, error) {
+	d := s.tr.delivered.Load()
+	progress := d != s.seen
+	s.seen = d
+	return progress, nil
+}
+func (s *listenSource) every() time.Duration { return pollEvery }
+
+func (s *listenSource) close() {
+	s.cmu.Lock()
+	if s.done {
+		s.cmu.Unlock()
+		return
+	}
+	s.done = true
+	s.ln.Close()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.cmu.Unlock()
+	s.wg.Wait()
+}
+
+// metricSource reads how many events were delivered from a Prometheus
+// counter (-metric): for a server whose output keeps nothing to count. Every
+// event counts once however often it was committed, so a count above -n is
+// reported as duplicates; there is no latency.
+type metricSource struct {
+	client *http.Client
+	url    string
+	series string
+	tr     *tracker
+	last   int64
+}
+
+func (s *metricSource) poll() (bool, error) {
+	v, err := promCounter(s.client, s.url, s.series)
+	if err != nil {
+		return false, nil // not up yet, or busy: try again at the next poll
+	}
+	if v <= s.last {
+		return false, nil
+	}
+	s.last = v
+	s.tr.delivered.Store(min(v, s.tr.n))
+	s.tr.dups.Store(max(v-s.tr.n, 0))
+	s.tr.lastNew.Store(time.Now().UnixNano())
+	return true, nil
+}
+
+// every is longer than a file's poll: each poll makes the server render all
+// its metrics.
+func (s *metricSource) every() time.Duration { return 50 * time.Millisecond }
+func (s *metricSource) close()               {}
+
+// promCounter reads one series' value from a Prometheus text exposition.
+func promCounter(client *http.Client, url, series string) (int64, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return parseCounter(resp.Body, series)
+}
+
+func parseCounter(r io.Reader, series string) (int64, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				return 0, fmt.Errorf("series %s: %w", series, err)
+			}
+			return int64(v), nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, nil // a counter not created yet is zero
 }
 
 func printSummary(w io.Writer, o *options, r *result) {
@@ -1010,9 +1370,17 @@ func printSummary(w io.Writer, o *options, r *result) {
 			fmt.Fprintf(w, "   malformed %d", r.Malformed)
 		}
 		fmt.Fprintf(w, "   (stop: %s)\n", r.StopReason)
+		switch r.Delivery {
+		case "metric":
+			fmt.Fprintf(w, "  counted     by the server's counter (%s): no latency\n", o.series)
+		case "last-line":
+			fmt.Fprintf(w, "  counted     by the last line only (the server discards the others): loss not checked, no latency\n")
+		}
 		fmt.Fprintf(w, "  end to end  %.2fs first send -> last delivery: %.0f events/s, %.1f MiB/s\n",
 			r.Seconds, r.EventsPerSec, r.MiBPerSec)
-		fmt.Fprintf(w, "  latency     p50 %s   p99 %s   max %s\n", fmtMs(r.P50Ms), fmtMs(r.P99Ms), fmtMs(r.MaxMs))
+		if r.Delivery == "file" || r.Delivery == "tcp" {
+			fmt.Fprintf(w, "  latency     p50 %s   p99 %s   max %s\n", fmtMs(r.P50Ms), fmtMs(r.P99Ms), fmtMs(r.MaxMs))
+		}
 	} else {
 		fmt.Fprintf(w, "  (no -out: delivery not measured; stop: %s)\n", r.StopReason)
 	}

@@ -1,16 +1,25 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/herald-router/herald/internal/testnet"
 )
 
 func TestLineRoundTripThroughJSON(t *testing.T) {
@@ -93,8 +102,8 @@ func TestTrackerCountsDuplicatesAndRange(t *testing.T) {
 			fresh++
 		}
 	}
-	if fresh != 2 || tr.delivered.Load() != 2 || tr.dups != 1 || tr.malformed != 1 {
-		t.Errorf("fresh %d delivered %d dups %d malformed %d", fresh, tr.delivered.Load(), tr.dups, tr.malformed)
+	if fresh != 2 || tr.delivered.Load() != 2 || tr.dups.Load() != 1 || tr.malformed.Load() != 1 {
+		t.Errorf("fresh %d delivered %d dups %d malformed %d", fresh, tr.delivered.Load(), tr.dups.Load(), tr.malformed.Load())
 	}
 	if got := tr.hist.quantile(1); got != 4_000_000 {
 		t.Errorf("max latency %d, want 4000000", got)
@@ -323,5 +332,133 @@ func TestPidFlagTakesAListOfProcesses(t *testing.T) {
 	}
 	if _, err := procsCPUTicks(self); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestApacheLinesCarryTheTokensInTheUserAgent(t *testing.T) {
+	const runID = "3f9c0e1d2a4b5c6d"
+	now := time.Date(2026, time.November, 6, 6, 10, 0, 123456789, time.UTC)
+	for _, size := range []int{1, 150, 199, 1000} {
+		lf := newApacheFormat(runID, size)
+		line := lf.appendLine(nil, now.In(time.FixedZone("", 0)), 42)
+		re := regexp.MustCompile(`^10\.1\.2\.3 - - \[06/Nov/2026:06:10:00 \+0000\] "GET /index\.html HTTP/1\.1" 200 2326 "http://www\.example\.com/start\.html" "Mozilla/5\.0 \(loadgen\) run=` +
+			runID + ` seq=42 ts=\d+( [a-z0-9]+)?"$`)
+		if !re.Match(line) {
+			t.Fatalf("size %d: line %q does not match %v", size, line, re)
+		}
+		if size >= 200 && len(line) != size {
+			t.Errorf("size %d: line is %d bytes", size, len(line))
+		}
+		if seq, ts, r := parseLine(line, runToken(runID)); r != parsed || seq != 42 || ts != now.UnixNano() {
+			t.Errorf("size %d: parseLine = %d, %d, %v", size, seq, ts, r)
+		}
+	}
+}
+
+func TestCounterIsReadFromPrometheusText(t *testing.T) {
+	const series = `herald_sink_committed_events_total{sink="events"}`
+	for _, c := range []struct {
+		name, text string
+		want       int64
+		ok         bool
+	}{
+		{"a counter among others", "# HELP x\nherald_sink_committed_events_total{sink=\"other\"} 7\n" + series + " 1.2345e+06\nup 1\n", 1234500, true},
+		{"a counter not created yet is zero", "up 1\n", 0, true},
+		{"a value that is no number is an error", series + " many\n", 0, false},
+	} {
+		got, err := parseCounter(strings.NewReader(c.text), series)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("%s: got %d, %v; want %d, ok=%v", c.name, got, err, c.want, c.ok)
+		}
+	}
+}
+
+// The loadgen is its own server under test here: what it sends comes back to
+// its counting listener, or into the file it follows.
+func TestLoopbackRunsCountEveryLine(t *testing.T) {
+	port := testnet.FreePort(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "in.log")
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"tcp lines to the counting listener", []string{"-proto", "tcp", "-addr", fmt.Sprintf("127.0.0.1:%d", port), "-listen", fmt.Sprintf("127.0.0.1:%d", port)}},
+		{"apache lines over two connections", []string{"-format", "apache", "-conns", "2", "-addr", fmt.Sprintf("127.0.0.1:%d", port), "-listen", fmt.Sprintf("127.0.0.1:%d", port)}},
+		{"lines appended to a file it follows", []string{"-proto", "file", "-addr", file, "-out", file}},
+		{"only the last line looked for", []string{"-proto", "file", "-addr", file, "-out", file, "-last"}},
+	} {
+		var out, errb strings.Builder
+		args := append([]string{"-n", "20000", "-timeout", "60s", "-progress", "0", "-json"}, c.args...)
+		if rc := run(args, &out, &errb); rc != 0 {
+			t.Fatalf("%s: exit %d\n%s%s", c.name, rc, out.String(), errb.String())
+		}
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		var res result
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if res.Delivered != 20000 || res.Missing != 0 || res.Duplicates != 0 || res.StopReason != "complete" {
+			t.Errorf("%s: delivered %d missing %d duplicates %d stop %s", c.name, res.Delivered, res.Missing, res.Duplicates, res.StopReason)
+		}
+	}
+}
+
+func TestDeliveryIsCountedOneWayOnly(t *testing.T) {
+	for _, args := range [][]string{
+		{"-out", "x", "-listen", "127.0.0.1:1"},
+		{"-metric", "http://127.0.0.1:1/metrics", "-out", "x"},
+		{"-last"},
+		{"-proto", "file", "-conns", "2"},
+		{"-format", "json"},
+	} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("%q: no error", args)
+		}
+	}
+}
+
+func TestBlackholeRunEndsWhenTheCounterReachesN(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var received atomic.Int64 // lines the blackhole read: what its counter says
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := c.Read(buf)
+					received.Add(int64(bytes.Count(buf[:n], []byte{'\n'})))
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, "# TYPE herald_sink_committed_events_total counter\nherald_sink_committed_events_total{sink=\"events\"} %d\n", received.Load())
+	}))
+	t.Cleanup(srv.Close)
+
+	var out, errb strings.Builder
+	if rc := run([]string{"-n", "20000", "-timeout", "60s", "-progress", "0", "-json", "-addr", ln.Addr().String(), "-metric", srv.URL}, &out, &errb); rc != 0 {
+		t.Fatalf("exit %d\n%s%s", rc, out.String(), errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var res result
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Delivered != 20000 || res.Delivery != "metric" || res.StopReason != "complete" || res.P50Ms != 0 {
+		t.Errorf("delivered %d by %s, stop %s, p50 %v ms", res.Delivered, res.Delivery, res.StopReason, res.P50Ms)
 	}
 }
