@@ -3,9 +3,10 @@ package bus
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/herald-router/herald/config"
 )
 
 // The archive: a copy of every resolved batch, kept by age and size for
@@ -14,30 +15,48 @@ import (
 const (
 	StreamArchive  = "HERALD_ARCHIVE"
 	SubjectArchive = "herald.archive"
+	// HeaderSink pins a batch on a target's subject to one sink of the
+	// target's chain: `herald replay --sink` sets it, and the target's
+	// chain offers such a batch to that sink only (no fail-over).
+	HeaderSink = "Herald-Sink"
 )
 
 // DeclareArchive creates or updates the archive stream with its limits, or
-// deletes nothing and does nothing when both limits are zero (disabled).
-func (b *Bus) DeclareArchive(ctx context.Context, maxAge time.Duration, maxBytes int64) error {
-	if maxAge == 0 && maxBytes == 0 {
+// deletes nothing and does nothing when the archive is off.
+func (b *Bus) DeclareArchive(ctx context.Context, a config.Archive) error {
+	if !a.Enabled() {
 		return nil
 	}
+	sc := archiveStreamConfig(a, b.cfg)
+	if err := b.whileClusterForms(ctx, func(ctx context.Context) error {
+		_, err := b.JS.CreateOrUpdateStream(ctx, sc)
+		return err
+	}); err != nil {
+		return fmt.Errorf("declare stream %s: %w", StreamArchive, err)
+	}
+	return nil
+}
+
+// archiveStreamConfig is the archive's stream: limits retention, the
+// oldest dropped first, never a refusal.
+func archiveStreamConfig(a config.Archive, bc config.Bus) jetstream.StreamConfig {
 	sc := jetstream.StreamConfig{
 		Name:       StreamArchive,
 		Subjects:   []string{SubjectArchive},
 		Retention:  jetstream.LimitsPolicy,
 		Storage:    jetstream.FileStorage,
-		Replicas:   b.cfg.Replicas,
-		Duplicates: b.cfg.Duplicates.D(),
-		MaxAge:     maxAge,
-		MaxBytes:   maxBytes,
+		Replicas:   bc.Replicas,
+		Placement:  Placement(bc),
+		Duplicates: bc.Duplicates.D(),
+		MaxAge:     a.MaxAge.D(),
+		MaxBytes:   int64(a.MaxBytes),
 		Discard:    jetstream.DiscardOld, // an archive forgets its oldest, never refuses
 	}
-	if maxBytes == 0 {
+	if a.MaxBytes == 0 {
 		sc.MaxBytes = -1
 	}
-	if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
-		return fmt.Errorf("declare stream %s: %w", StreamArchive, err)
+	if a.Compressed() {
+		sc.Compression = jetstream.S2Compression
 	}
-	return nil
+	return sc
 }

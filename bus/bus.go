@@ -64,7 +64,12 @@ func Open(ctx context.Context, cfg config.Bus, log *slog.Logger) (*Bus, error) {
 		return nil, fmt.Errorf("connect to nats %s: %w", redactedURLs(cfg.URLs), err)
 	}
 	b.NC = nc
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384))
+	// An ack can be lost without the connection dropping: the stream's
+	// leader died with the publish in flight, on another node of a
+	// cluster. Without a timeout its future never resolves and the
+	// publisher waits for ever; with one, Confirm publishes it again under
+	// the same Nats-Msg-Id (the new leader drops it if it was stored).
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384), jetstream.WithPublishAsyncTimeout(pubAckTimeout))
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
@@ -160,6 +165,7 @@ func (b *Bus) Declare(ctx context.Context, targets []string) error {
 			Retention:  s.retention,
 			Storage:    jetstream.FileStorage,
 			Replicas:   b.cfg.Replicas,
+			Placement:  Placement(b.cfg),
 			Duplicates: b.cfg.Duplicates.D(),
 			MaxAge:     s.maxAge,
 			Discard:    jetstream.DiscardOld,

@@ -147,6 +147,10 @@ func checkValueUTF8(v *schemas.Value) error {
 	return nil
 }
 
+// pubAckTimeout is how long a publish waits for JetStream's ack before it
+// counts as failed and is published again under the same Nats-Msg-Id.
+const pubAckTimeout = 5 * time.Second
+
 // PublishAsync publishes m without waiting for its acknowledgement. When
 // too many publishes are outstanding it waits for them to drain instead of
 // failing, which is the back-pressure of every stage.
@@ -193,7 +197,7 @@ func (b *Bus) retry(ctx context.Context, m *nats.Msg, cause error) error {
 			return fmt.Errorf("publish %s: %w (last error: %v)", m.Subject, ctx.Err(), cause)
 		case <-time.After(wait):
 		}
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pctx, cancel := context.WithTimeout(ctx, pubAckTimeout)
 		_, err := b.JS.PublishMsg(pctx, m)
 		cancel()
 		if err == nil {
@@ -207,7 +211,7 @@ func (b *Bus) retry(ctx context.Context, m *nats.Msg, cause error) error {
 // Publish publishes m and waits for the acknowledgement, retrying as
 // Confirm does.
 func (b *Bus) Publish(ctx context.Context, m *nats.Msg) error {
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, pubAckTimeout)
 	_, err := b.JS.PublishMsg(pctx, m)
 	cancel()
 	if err == nil {

@@ -114,6 +114,7 @@ func applyTopology(e config.Embedded, o *server.Options) ([]nats.Option, error) 
 		o.ServerName = e.ServerName
 	}
 	o.JetStreamDomain = e.JetStreamDomain
+	o.Tags.Add(e.Tags...) // lower-cased, as placement compares them
 	if c := e.Cluster; c.Name != "" {
 		host, port, err := hostPort("cluster.listen", c.Listen)
 		if err != nil {
@@ -360,6 +361,26 @@ func edgeSources(domains []string) []*jetstream.StreamSource {
 	return out
 }
 
+// Placement is where cfg puts herald's streams and key-value buckets in a
+// supercluster (bus.placement), or nil to leave it to the server: the
+// cluster of the server that received the request creating a stream.
+func Placement(cfg config.Bus) *jetstream.Placement {
+	if !cfg.Placement.Set() {
+		return nil
+	}
+	return &jetstream.Placement{Cluster: cfg.Placement.Cluster, Tags: cfg.Placement.Tags}
+}
+
+// placementHint names bus.placement in an error the servers give when no
+// servers fit it (JetStream answers the same while a cluster forms).
+func placementHint(cfg config.Bus, err error) error {
+	var api *jetstream.APIError
+	if !cfg.Placement.Set() || !errors.As(err, &api) || api.ErrorCode != 10005 {
+		return err
+	}
+	return fmt.Errorf("%w (check bus.placement: cluster %q, tags %v, with bus.replicas %d)", err, cfg.Placement.Cluster, cfg.Placement.Tags, cfg.Replicas)
+}
+
 // clusterFormTimeout bounds how long Declare waits for a JetStream cluster
 // to elect its meta leader and see enough peers, when the caller's context
 // sets no deadline. A new three-node cluster needs about five seconds.
@@ -386,15 +407,23 @@ func (b *Bus) whileClusterForms(ctx context.Context, f func(context.Context) err
 		defer cancel()
 	}
 	start := time.Now()
+	var answer error // the servers' last own answer: more telling than a timeout
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		err := f(actx)
 		cancel()
+		var api *jetstream.APIError
+		if errors.As(err, &api) {
+			answer = err
+		}
 		if err == nil || !clusterForming(err) || ctx.Err() != nil {
 			if err != nil && ctx.Err() != nil && attempt > 1 {
-				return fmt.Errorf("the JetStream cluster was not ready within %s: %w", time.Since(start).Round(time.Second), err)
+				if answer != nil {
+					err = answer
+				}
+				return fmt.Errorf("the JetStream cluster was not ready within %s: %w", time.Since(start).Round(time.Second), placementHint(b.cfg, err))
 			}
-			return err
+			return placementHint(b.cfg, err)
 		}
 		if attempt == 1 {
 			b.log.Info("waiting for the JetStream cluster", "err", err)

@@ -420,3 +420,57 @@ func TestAServerThatCannotRunFailsAtOnceWithItsReason(t *testing.T) {
 		t.Errorf("failing took %s: %v", d, err)
 	}
 }
+
+func TestBusPlacementPutsTheStreamsOnTheTaggedServersOfTheNamedClusterWhoeverDeclaresThem(t *testing.T) {
+	east, west := freePort(t), freePort(t)
+	placement := config.Placement{Cluster: "west", Tags: []string{"ssd"}}
+	mk := func(name string, gw int, other string, otherGW int, tags ...string) *bus.Bus {
+		cfg := busConfig(t)
+		cfg.Embedded.ServerName = name + "-1"
+		cfg.Embedded.Tags = tags
+		route := addr(freePort(t))
+		cfg.Embedded.Cluster = config.Cluster{Name: name, Listen: route, Routes: []string{"nats-route://" + route}}
+		cfg.Embedded.Gateway = config.Gateway{Name: name, Listen: addr(gw), Gateways: []config.RemoteGateway{
+			{Name: other, URLs: []string{"nats://" + addr(otherGW)}},
+		}}
+		cfg.Placement = placement
+		return openBus(t, cfg)
+	}
+	e := mk("east", east, "west", west, "ssd")
+	mk("west", west, "east", east, "SSD", "az:2") // a server's tags are compared lower-cased
+
+	// Only east declares: without placement the streams would live in
+	// east, where the requests come in.
+	declare(t, e, 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for _, name := range []string{bus.StreamRaw, bus.StreamTargets, bus.StreamDLQ} {
+		info, err := e.JS.Stream(ctx, name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		ci := info.CachedInfo()
+		if ci.Cluster == nil || ci.Cluster.Name != "west" || ci.Cluster.Leader != "west-1" {
+			t.Errorf("%s is placed in %+v, want cluster west, leader west-1", name, ci.Cluster)
+		}
+	}
+
+	// A placement no server fits fails naming bus.placement, rather than
+	// as a cluster that never formed. (The archive is a stream nobody
+	// declared yet: declaring an existing one elsewhere would move it.)
+	cfg := config.Default().Bus
+	cfg.URLs = []string{e.ClientURL()}
+	cfg.Placement = config.Placement{Cluster: "west", Tags: []string{"hdd"}}
+	other, err := bus.Open(t.Context(), cfg, bustest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Close)
+	ctx, cancel = context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	err = other.DeclareArchive(ctx, config.Archive{MaxAge: config.Duration(time.Hour)})
+	if err == nil || !strings.Contains(err.Error(), "bus.placement") {
+		t.Fatalf("declare with a placement no server fits: %v; want an error naming bus.placement", err)
+	}
+	t.Logf("as expected: %v", err)
+}

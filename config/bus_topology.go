@@ -13,9 +13,30 @@ import (
 //
 // Replicas (bus.replicas) per topology: 1 on a single server (the default);
 // 3 in a cluster of three or more servers, so a stream survives the loss of
-// one; in a supercluster each stream lives in one cluster (the one of the
-// herald that declared it first), so replicas count servers of that cluster;
-// on a leafnode edge, 1 (the edge is one machine).
+// one; in a supercluster each stream lives in one cluster (bus.placement's,
+// or else the one of the herald that declared it first), so replicas count
+// servers of that cluster; on a leafnode edge, 1 (the edge is one machine).
+
+// Placement says where herald's streams and key-value buckets live: which
+// cluster of a supercluster, and on which servers by their tags. One
+// placement serves them all, because each stage's output is the next one's
+// input: streams split over clusters would make every hop cross a gateway.
+// Changing it on a running system moves the streams, which JetStream does
+// while they stay in use.
+type Placement struct {
+	// Cluster is the name of the cluster (its cluster.name) the streams
+	// live in. Default "" (the cluster of the server that received the
+	// request creating a stream).
+	Cluster string `yaml:"cluster"`
+	// Tags are what every server holding the streams must have (its
+	// bus.embedded.tags, or server_tags of a standalone nats-server); a tag
+	// written !tag excludes the servers that have it. At least
+	// bus.replicas servers must qualify. Default none.
+	Tags []string `yaml:"tags"`
+}
+
+// Set reports whether the placement says anything.
+func (p Placement) Set() bool { return p.Cluster != "" || len(p.Tags) > 0 }
 
 // Cluster joins the embedded server to a NATS cluster of peers listed in
 // routes. Every node lists every node (its own route is ignored). The
@@ -163,6 +184,7 @@ func (c *Config) resolveBusPaths() {
 func (d *decoder) validateBusTopology(c *Config) {
 	b := c.Bus
 	d.validateClientAuth(b)
+	d.checkPlacement(b.Placement)
 	for i, u := range b.URLs {
 		if redactURL(u) != u {
 			d.errorf(fmt.Sprintf("bus.urls[%d]", i), "a user, password or token in the URL would be shown in logs: give them in bus.user with bus.password_file, or bus.token_file")
@@ -270,6 +292,19 @@ func (d *decoder) validateBusTopology(c *Config) {
 	if b.Replicas > 1 && !clustered {
 		d.errorf("bus.replicas", "%d replicas need a cluster of at least %d servers: configure bus.embedded.cluster or bus.urls, or set 1", b.Replicas, b.Replicas)
 	}
+	for i, tag := range e.Tags {
+		d.checkTag(fmt.Sprintf("bus.embedded.tags[%d]", i), tag, false)
+	}
+	if p := b.Placement; p.Set() {
+		switch {
+		case !clustered:
+			// A single server ignores placement: say so rather than
+			// pretend it holds.
+			d.errorf("bus.placement", "needs a cluster: configure bus.embedded.cluster or bus.urls, or remove it")
+		case p.Cluster != "" && e.Gateway.Name == "" && e.Cluster.Name != "" && p.Cluster != e.Cluster.Name:
+			d.errorf("bus.placement.cluster", "%q is not this server's cluster %q, and no gateway links it to others", p.Cluster, e.Cluster.Name)
+		}
+	}
 	a := e.Auth
 	switch {
 	case a.PasswordFile != "" && a.PasswordEnv != "":
@@ -302,6 +337,41 @@ func (d *decoder) validateBusTopology(c *Config) {
 	}
 	if t.VerifyClients && t.CAFile == "" {
 		d.errorf("bus.embedded.tls.ca_file", "required with verify_clients: the CA client certificates are checked against")
+	}
+}
+
+// checkPlacement checks the names in bus.placement; whether they fit the
+// topology is checked with the embedded server's keys, or by the servers.
+func (d *decoder) checkPlacement(p Placement) {
+	if p.Cluster != "" && !nameOK(p.Cluster) {
+		d.errorf("bus.placement.cluster", "name %q: use letters, digits, _ and -", p.Cluster)
+	}
+	seen := map[string]bool{}
+	for i, tag := range p.Tags {
+		path := fmt.Sprintf("bus.placement.tags[%d]", i)
+		d.checkTag(path, tag, true)
+		if k := strings.ToLower(strings.TrimPrefix(tag, "!")); seen[k] {
+			d.errorf(path, "tag %q is given twice", tag)
+		} else {
+			seen[k] = true
+		}
+	}
+}
+
+// checkTag reports a server tag the servers would not match as written:
+// empty, with spaces, or (outside placement) starting with "!".
+func (d *decoder) checkTag(path, tag string, placement bool) {
+	name := tag
+	if placement {
+		name = strings.TrimPrefix(tag, "!")
+	}
+	switch {
+	case name == "":
+		d.errorf(path, "empty tag")
+	case strings.ContainsAny(name, " \t\r\n,"):
+		d.errorf(path, "tag %q: no spaces or commas", tag)
+	case !placement && strings.HasPrefix(tag, "!"):
+		d.errorf(path, "tag %q: \"!\" excludes a tag in bus.placement.tags; a server's own tag cannot start with it", tag)
 	}
 }
 

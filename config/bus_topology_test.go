@@ -58,6 +58,22 @@ func TestTopologiesThatMakeSenseAreAccepted(t *testing.T) {
   credentials: herald.creds
   tls: {ca_file: ca.pem}
 `},
+		{"a supercluster node placing the streams in the other cluster, on tagged servers", `
+  replicas: 3
+  placement: {cluster: west, tags: [ssd, "!spinning"]}
+  embedded:
+    server_name: east-1
+    tags: [ssd, "az:1"]
+    cluster: {name: east, listen: 0.0.0.0:6222, routes: [nats-route://10.0.0.1:6222]}
+    gateway:
+      name: east
+      listen: 0.0.0.0:7222
+      gateways: [{name: west, urls: [nats://10.1.0.1:7222]}]
+`},
+		{"an external system with the streams placed in one of its clusters", `
+  urls: [nats://n1.example:4222]
+  placement: {cluster: dc1}
+`},
 		{"an embedded listener with a user, TLS and client certificates", `
   embedded:
     listen: 0.0.0.0:4222
@@ -135,6 +151,30 @@ func TestTopologyMistakesAreReportedAtTheirKey(t *testing.T) {
 		{"three replicas need a cluster", `
   replicas: 3
 `, "bus.replicas", 2},
+		{"a single server cannot place its streams", `
+  placement: {cluster: east}
+`, "bus.placement", 2},
+		{"a cluster without a gateway can place streams only in itself", `
+  embedded:
+    server_name: a
+    cluster: {name: east, listen: 127.0.0.1:6222, routes: [nats-route://127.0.0.1:6222]}
+  placement:
+    cluster: west
+`, "bus.placement.cluster", 6},
+		{"a placement tag is a word", `
+  urls: [nats://n1:4222]
+  placement:
+    tags: [ssd, "fast disk"]
+`, "bus.placement.tags[1]", 4},
+		{"a placement tag is given once, excluded or not", `
+  urls: [nats://n1:4222]
+  placement:
+    tags: [SSD, "!ssd"]
+`, "bus.placement.tags[1]", 4},
+		{"a server's own tag cannot start with the exclusion mark", `
+  embedded:
+    tags: ["!ssd"]
+`, "bus.embedded.tags[0]", 3},
 		{"forwarding needs a JetStream domain", `
   embedded:
     leafnode:

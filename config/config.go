@@ -33,8 +33,9 @@ type Config struct {
 	// Resolver configures the stage that makes each event final: templates,
 	// the R_ attributes it fills, their time format and zone.
 	Resolver Resolver `yaml:"resolver"`
-	// Archive keeps a copy of every resolved event for herald replay.
-	// Default off.
+	// Archive keeps a copy of every resolved event for herald replay, in
+	// a stream of its own; its keys say what it costs in disk and memory
+	// (measured: BENCHMARKS.md, Archive cost). Default off.
 	Archive Archive `yaml:"archive"`
 	// Rules set the target mask of records from receivers by their
 	// attributes (facility, severity, class, host, program ...), in order,
@@ -92,8 +93,18 @@ type Bus struct {
 	// within it under the same Nats-Msg-Id is dropped. Must exceed ack_wait
 	// plus a restart. Default 2m.
 	Duplicates Duration `yaml:"duplicates"`
-	// Replicas of each stream (1 for a single server, 3 in a cluster). Default 1.
+	// Replicas of each stream and key-value bucket: 1 on a single server
+	// or a leafnode branch; 3 in a cluster of three or more servers (the
+	// streams survive the loss of one); in a supercluster, counted within
+	// the one cluster the streams live in (bus.placement). Every process
+	// should give the same. Default 1.
 	Replicas int `yaml:"replicas"`
+	// Placement puts herald's streams and key-value buckets in one cluster
+	// of a supercluster, or on the servers with given tags. Every process
+	// should give the same: a process declaring another placement moves the
+	// streams. Default: none (a stream lives in the cluster of the server
+	// that received the request creating it).
+	Placement Placement `yaml:"placement"`
 	// LeaseTTL is how long the lease of a single-writer sink (a file, an
 	// XMPP account) outlives a holder that died: then another process
 	// running the sink stage takes the sink over. At least 1s; every
@@ -155,6 +166,10 @@ type Embedded struct {
 	// Leafnode makes this server a hub (listen) or an edge (remotes).
 	// Default: none.
 	Leafnode Leafnode `yaml:"leafnode"`
+	// Tags label this server so that bus.placement.tags (of any herald)
+	// can choose or exclude it, e.g. [ssd, "az:1"]; case does not matter.
+	// Default none.
+	Tags []string `yaml:"tags"`
 	// JetStreamDomain separates this server's JetStream from the one
 	// across a leafnode link, so an edge stores locally while the link is
 	// down. Default "" (one JetStream across the links).

@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
@@ -34,6 +35,9 @@ import (
 //     with InProgress and tries again when the first sink is due. Nothing
 //     is redelivered meanwhile, so an outage of any length never counts
 //     against bus.max_deliver; the backlog waits in JetStream.
+//   - A batch pinned to one sink (bus.HeaderSink, set by `herald replay
+//     --sink`) goes to that sink only, never on to the rest of the chain;
+//     while that sink is suspended the batch is held like any other.
 type Chain struct {
 	Target     string
 	Sinks      []*Executor
@@ -112,7 +116,7 @@ func (c *Chain) Tick(ctx context.Context) {
 			c.lastKeepAlive = time.Now()
 		}
 	}
-	for len(c.held) > 0 && c.anyAvailable() {
+	for len(c.held) > 0 && c.availableFor(c.held[0]) {
 		if !c.process(ctx, c.held[0]) {
 			return
 		}
@@ -136,6 +140,38 @@ func (c *Chain) anyAvailable() bool {
 	return false
 }
 
+// sinksFor returns the sinks msg may go to: the whole chain, or only the
+// sink a replayed batch is pinned to (bus.HeaderSink). ok is false when
+// the pinned sink is not in this chain (the config changed since).
+func (c *Chain) sinksFor(msg jetstream.Msg) (sinks []*Executor, pin string, ok bool) {
+	pin = msg.Headers().Get(bus.HeaderSink)
+	if pin == "" {
+		return c.Sinks, "", true
+	}
+	for _, s := range c.Sinks {
+		if s.Name == pin {
+			return []*Executor{s}, pin, true
+		}
+	}
+	return nil, pin, false
+}
+
+// availableFor reports whether a sink msg may go to can be tried now; a
+// batch pinned to an unknown sink counts as available, so that process
+// dead-letters it.
+func (c *Chain) availableFor(msg jetstream.Msg) bool {
+	sinks, _, ok := c.sinksFor(msg)
+	if !ok {
+		return true
+	}
+	for _, s := range sinks {
+		if s.Available() {
+			return true
+		}
+	}
+	return false
+}
+
 // process offers one batch to the chain. It reports false when nothing of
 // it could be written and it must be held.
 func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
@@ -144,12 +180,17 @@ func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
 		c.deadLetterMsg(ctx, msg, "malformed", err)
 		return true
 	}
+	sinks, pin, ok := c.sinksFor(msg)
+	if !ok {
+		c.deadLetterMsg(ctx, msg, "unknown_sink", fmt.Errorf("the batch is pinned to sink %q, which is not in target %s's chain", pin, c.Target))
+		return true
+	}
 	c.Metrics.Received.Add(float64(len(b.Events)))
 	c.Metrics.BatchSize.Observe(float64(len(b.Events)))
 	rest := b.Events
 	written := 0
 	var receipts []*nats.Msg // of tracked events done here, stored before the ack
-	for _, s := range c.Sinks {
+	for si, s := range sinks {
 		if len(rest) == 0 {
 			break
 		}
@@ -197,7 +238,11 @@ func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
 			break
 		}
 		if !errors.Is(res.Err, ErrSuspended) {
-			c.Log.Warn("sink failed; handing the rest to the next sink of the chain", "target", c.Target,
+			then := "the rest is held until it revives"
+			if si < len(sinks)-1 {
+				then = "handing the rest to the next sink of the chain"
+			}
+			c.Log.Warn("sink failed; "+then, "target", c.Target,
 				"sink", s.Name, "committed", res.Committed, "of", len(rest), "err", res.Err)
 		}
 		var next []*schemas.Event
@@ -230,7 +275,7 @@ func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
 	if written == 0 {
 		return false
 	}
-	if err := c.requeue(ctx, msg.Subject(), b.Id+":tail"+strconv.Itoa(written), rest); err != nil {
+	if err := c.requeue(ctx, msg.Subject(), b.Id+":tail"+strconv.Itoa(written), pin, rest); err != nil {
 		c.Log.Error("requeue of the unwritten tail failed; whole batch held", "target", c.Target, "err", err)
 		return false
 	}
@@ -269,12 +314,17 @@ func (c *Chain) ack(msg jetstream.Msg, written int) {
 	c.Metrics.Acked.Inc()
 }
 
-func (c *Chain) requeue(ctx context.Context, subject, id string, events []*schemas.Event) error {
+// requeue publishes the unwritten tail of a batch as a new batch, pinned
+// to the same sink as the original, if it was.
+func (c *Chain) requeue(ctx context.Context, subject, id, pin string, events []*schemas.Event) error {
 	msgs, err := bus.EncodeBatches(subject, id, events, c.MaxBytes)
 	if err != nil {
 		return err
 	}
 	for _, m := range msgs {
+		if pin != "" {
+			m.Header.Set(bus.HeaderSink, pin)
+		}
 		if err := c.Bus.Publish(ctx, m); err != nil {
 			return err
 		}

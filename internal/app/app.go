@@ -49,16 +49,24 @@ const (
 // AllStages is the default of --stages.
 var AllStages = []string{StageReceiver, StageClassifier, StageResolver, StageRouter, StageSink}
 
-// ParseStages reads a comma-separated stage list.
+// StagesNone selects no stage: the process only runs its embedded NATS
+// server (a node of a cluster, say) and declares the streams, while the
+// stages run in other processes connected to it.
+const StagesNone = "none"
+
+// ParseStages reads a comma-separated stage list, "all" or "none".
 func ParseStages(s string) ([]string, error) {
-	if strings.TrimSpace(s) == "" || s == "all" {
+	switch strings.TrimSpace(s) {
+	case "", "all":
 		return AllStages, nil
+	case StagesNone:
+		return []string{}, nil
 	}
 	var out []string
 	for _, p := range strings.Split(s, ",") {
 		p = strings.TrimSpace(p)
 		if !slices.Contains(AllStages, p) {
-			return nil, fmt.Errorf("unknown stage %q; stages are %s", p, strings.Join(AllStages, ","))
+			return nil, fmt.Errorf("unknown stage %q; stages are %s, or all, or none alone", p, strings.Join(AllStages, ","))
 		}
 		if !slices.Contains(out, p) {
 			out = append(out, p)
@@ -168,7 +176,11 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *App, err e
 		return nil, err
 	}
 	a.ready.Store(true)
-	a.log.Info("herald started", "stages", strings.Join(opts.Stages, ","), "config", cfg.Path)
+	stages := strings.Join(opts.Stages, ",")
+	if stages == "" {
+		stages = StagesNone
+	}
+	a.log.Info("herald started", "stages", stages, "config", cfg.Path)
 	return a, nil
 }
 
@@ -191,7 +203,7 @@ func (a *App) startGeneration(ctx context.Context, g, old *generation) (err erro
 	if err := a.bus.Declare(ctx, g.cfg.TargetNames()); err != nil {
 		return err
 	}
-	if err := a.bus.DeclareArchive(ctx, g.cfg.Archive.MaxAge.D(), int64(g.cfg.Archive.MaxBytes)); err != nil {
+	if err := a.bus.DeclareArchive(ctx, g.cfg.Archive); err != nil {
 		return err
 	}
 	if a.has(StageSink) {
@@ -650,26 +662,40 @@ func (a *App) Shutdown(ctx context.Context) {
 		g := a.gen
 		a.gen = nil
 		a.mu.Unlock()
+		dctx, cancel := drainContext(ctx)
+		defer cancel()
 		if g != nil {
 			for _, name := range sortedNames(g.receivers) {
-				a.stopReceiver(ctx, name, g.receivers[name])
+				a.stopReceiver(dctx, name, g.receivers[name])
 			}
 			for _, ri := range g.runners {
 				if ri.upstreamLocal {
-					a.waitEmpty(ctx, ri)
+					a.waitEmpty(dctx, ri)
 				}
-				ri.runner.Drain(ctx)
+				ri.runner.Drain(dctx)
 			}
 			for _, k := range g.keepers {
-				k.Close(ctx) // drains its targets, then hands the leases over
+				k.Close(dctx) // drains its targets, then hands the leases over
 			}
 			for _, e := range g.executors {
-				e.Stop(ctx)
+				e.Stop(dctx)
 			}
 		}
-		a.closeRest()
+		a.closeRest(ctx)
 		a.log.Info("stopped")
 	})
+}
+
+// drainContext is ctx less a reserve for closing the bus and the HTTP
+// server after the stages: a tenth of the time left, at most 2 s. Without
+// it a drain cut by shutdown_timeout ends the process that close's time
+// later, and a service manager waiting shutdown_timeout kills it first.
+func drainContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, dl.Add(-min(time.Until(dl)/10, 2*time.Second)))
 }
 
 // waitEmpty waits until the stage's consumers have nothing pending or
@@ -703,11 +729,13 @@ func (a *App) stopNow() {
 		if a.gen != nil {
 			a.stopGeneration(a.gen, nil)
 		}
-		a.closeRest()
+		a.closeRest(context.Background())
 	})
 }
 
-func (a *App) closeRest() {
+// closeRest closes what lives as long as the process; the HTTP server gets
+// at most 2 s, less when ctx ends sooner.
+func (a *App) closeRest(ctx context.Context) {
 	if a.system != nil {
 		a.system.Shutdown()
 	}
@@ -715,8 +743,10 @@ func (a *App) closeRest() {
 		a.bus.Close()
 	}
 	if a.http != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = a.http.Shutdown(ctx)
+		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if a.http.Shutdown(hctx) != nil {
+			_ = a.http.Close()
+		}
 		cancel()
 	}
 }
@@ -785,7 +815,14 @@ func (a *App) startLeased(ctx context.Context, g *generation, targets []leasedTa
 		return nil
 	}
 	if a.leases == nil {
-		b, err := lease.Open(ctx, a.bus.JS, lease.Options{TTL: g.cfg.Bus.LeaseTTLOrDefault(), Replicas: g.cfg.Bus.Replicas})
+		// Sink processes starting together create the bucket at once: in a
+		// cluster only one request is answered, the others ask again.
+		var b *lease.Bucket
+		err := a.bus.WhileClusterForms(ctx, func(ctx context.Context) error {
+			var err error
+			b, err = lease.Open(ctx, a.bus.JS, lease.Options{TTL: g.cfg.Bus.LeaseTTLOrDefault(), Replicas: g.cfg.Bus.Replicas, Placement: bus.Placement(g.cfg.Bus)})
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("bus.lease_ttl: %w", err)
 		}

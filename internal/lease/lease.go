@@ -70,6 +70,9 @@ type Options struct {
 	TTL time.Duration
 	// Replicas of the bucket's stream; zero means 1.
 	Replicas int
+	// Placement of the bucket's stream (bus.placement); nil leaves it to
+	// the server.
+	Placement *jetstream.Placement
 	// Self is this process's identity; zero means Self().
 	Self Holder
 }
@@ -104,6 +107,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Bucket, e
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    opts.Replicas,
+		Placement:   opts.Placement,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lease bucket %s: %w", bus.KVLeases, err)

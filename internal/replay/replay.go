@@ -1,16 +1,19 @@
 // Package replay delivers archived events again: it reads the archive of
 // resolved events (bus.StreamArchive) from a time or a sequence, keeps the
 // events a filter accepts, and publishes them to a target's subject, where
-// the target's fail-over chain writes them as it writes anything. Sinks
-// that are idempotent on the event id (PostgreSQL, pubsub items) store
-// nothing twice; others (files) write the events again.
+// the target's fail-over chain writes them as it writes anything, or, with
+// Options.Sink, only the one sink of the chain the batches are pinned to
+// (bus.HeaderSink). Sinks that are idempotent on the event id (PostgreSQL,
+// pubsub items) store nothing twice; others (files) write the events again.
 package replay
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,14 +27,19 @@ import (
 
 // Options choose what to replay.
 type Options struct {
-	Target  string
+	Target string
+	// Sink, when set, pins every replayed batch to this sink of the
+	// target's chain (see CheckSink): the other sinks of the chain get
+	// nothing, and there is no fail-over.
+	Sink    string
 	Since   time.Time // or FromSeq
 	FromSeq uint64
 	Until   time.Time // zero: up to what the archive holds at the start
 	Filter  *filter.Program
 	// MaxBytes caps a published batch.
 	MaxBytes int
-	// Progress, when set, is called about every second.
+	// Progress, when set, is called about every second, and once more with
+	// the final figures when the range is done.
 	Progress func(Summary)
 }
 
@@ -41,9 +49,27 @@ type Summary struct {
 	LastSeq, EndSeq                   uint64
 }
 
+// ErrUnknownSink is CheckSink's answer for a sink not in the target's chain.
+var ErrUnknownSink = errors.New("not a sink of the target")
+
+// CheckSink reports whether sink is in chain, the sinks of target in the
+// config; the error names the chain's sinks.
+func CheckSink(target string, chain []string, sink string) error {
+	if slices.Contains(chain, sink) {
+		return nil
+	}
+	return fmt.Errorf("sink %q: %w %s, whose chain is [%s]", sink, ErrUnknownSink, target, strings.Join(chain, ", "))
+}
+
 // Run replays into js until the end of the range, or ctx ends.
-func Run(ctx context.Context, js jetstream.JetStream, o Options) (Summary, error) {
-	var sum Summary
+func Run(ctx context.Context, js jetstream.JetStream, o Options) (sum Summary, err error) {
+	if o.Progress != nil {
+		defer func() {
+			if err == nil {
+				o.Progress(sum)
+			}
+		}()
+	}
 	st, err := js.Stream(ctx, bus.StreamArchive)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return sum, errors.New("no archive: enable it with archive.max_age or archive.max_bytes in the config, then events are kept from then on")
@@ -115,6 +141,9 @@ func Run(ctx context.Context, js jetstream.JetStream, o Options) (Summary, error
 				return sum, err
 			}
 			for _, m := range msgs {
+				if o.Sink != "" {
+					m.Header.Set(bus.HeaderSink, o.Sink)
+				}
 				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				_, err := js.PublishMsg(pctx, m)
 				cancel()

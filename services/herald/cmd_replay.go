@@ -14,17 +14,20 @@ import (
 
 // replayCmd is `herald replay`.
 func replayCmd() *cobra.Command {
-	var cfgPath, target, since, until, expr string
+	var cfgPath, target, sinkName, since, until, expr string
 	var fromSeq uint64
 	c := &cobra.Command{
-		Use:   "replay --target T (--since TIME | --from-seq N) [--until TIME] [--filter EXPR]",
+		Use:   "replay --target T (--since TIME | --from-seq N) [--until TIME] [--sink S] [--filter EXPR]",
 		Short: "Deliver archived events to a target again",
 		Long: `Reads the archive of resolved events (the config's archive section must be on)
 and publishes the chosen events to a target, whose fail-over chain writes them
-again. Sinks idempotent on the event id (postgres) store nothing twice; files
-get the events again.`,
+again. With --sink, only that sink of the target's chain gets them (no
+fail-over to the others; while it is suspended the target waits for it).
+Sinks idempotent on the event id (postgres) store nothing twice; files get
+the events again.`,
 		Example: `  herald replay --target log --since 2026-11-26T06:00:00Z
-  herald replay --target audit --since 1h --filter 'severity <= 3'`,
+  herald replay --target audit --since 1h --filter 'severity <= 3'
+  herald replay --target log --since 2h --until 1h --sink archive-db`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd, cfgPath, providers.Registry())
@@ -34,7 +37,12 @@ get the events again.`,
 			if _, ok := cfg.Targets[target]; !ok {
 				return &exitError{2, fmt.Errorf("--target %q: no such target in %s", target, cfgPath)}
 			}
-			o := replay.Options{Target: target, FromSeq: fromSeq, MaxBytes: int(cfg.Batch.MaxBytes) * 4}
+			if sinkName != "" {
+				if err := replay.CheckSink(target, cfg.Targets[target].Sinks, sinkName); err != nil {
+					return &exitError{2, fmt.Errorf("--sink: %w", err)}
+				}
+			}
+			o := replay.Options{Target: target, Sink: sinkName, FromSeq: fromSeq, MaxBytes: int(cfg.Batch.MaxBytes) * 4}
 			parse := func(flag, v string) (time.Time, error) {
 				if v == "" {
 					return time.Time{}, nil
@@ -68,12 +76,21 @@ get the events again.`,
 			}
 			defer nc.Close()
 			errOut := cmd.ErrOrStderr()
+			progressed := false
 			o.Progress = func(s replay.Summary) {
+				progressed = true
 				fmt.Fprintf(errOut, "\rreplay: archive %d/%d, %d events read, %d replayed", s.LastSeq, s.EndSeq, s.Read, s.Replayed)
 			}
 			sum, err := replay.Run(cmd.Context(), js, o)
-			fmt.Fprintf(cmd.OutOrStdout(), "replayed %d events to target %s (%d read in %d archived batches, %d filtered out)\n",
-				sum.Replayed, target, sum.Read, sum.Batches, sum.Filtered)
+			if progressed {
+				fmt.Fprintln(errOut)
+			}
+			to := "target " + target
+			if sinkName != "" {
+				to += " sink " + sinkName
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "replayed %d events to %s (%d read in %d archived batches, %d filtered out)\n",
+				sum.Replayed, to, sum.Read, sum.Batches, sum.Filtered)
 			if err != nil {
 				return &exitError{1, err}
 			}
@@ -82,6 +99,7 @@ get the events again.`,
 	}
 	c.Flags().StringVarP(&cfgPath, "config", "c", "deploy/herald.yaml", "config file")
 	c.Flags().StringVar(&target, "target", "", "the target to deliver to (required)")
+	c.Flags().StringVar(&sinkName, "sink", "", "only this sink of the target's chain, no fail-over")
 	c.Flags().StringVar(&since, "since", "", "from this time (RFC 3339) or this long ago (1h)")
 	c.Flags().Uint64Var(&fromSeq, "from-seq", 0, "from this archive sequence number")
 	c.Flags().StringVar(&until, "until", "", "up to this time (RFC 3339) or this long ago")

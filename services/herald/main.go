@@ -65,7 +65,8 @@ func runCmd() *cobra.Command {
 		Use:   "run",
 		Short: "Run herald's stages",
 		Example: `  herald run --config deploy/herald.yaml
-  herald run --config herald.yaml --stages resolver     # scale one stage out`,
+  herald run --config herald.yaml --stages resolver     # scale one stage out
+  herald run --config node.yaml --stages none           # only the embedded NATS node (a cluster node)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := app.ParseStages(stages)
@@ -119,7 +120,7 @@ func runCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&cfgPath, "config", "c", "deploy/herald.yaml", "config file")
-	c.Flags().StringVar(&stages, "stages", "all", "comma-separated stages to run: receiver,classifier,resolver,router,sink")
+	c.Flags().StringVar(&stages, "stages", "all", "comma-separated stages to run: receiver,classifier,resolver,router,sink; \"none\" runs only the embedded NATS server")
 	return c
 }
 

@@ -88,7 +88,7 @@ type store struct {
 	receiver string
 }
 
-func openStore(ctx context.Context, js jetstream.JetStream, receiver string, replicas int) (*store, error) {
+func openStore(ctx context.Context, js jetstream.JetStream, receiver string, replicas int, placement *jetstream.Placement) (*store, error) {
 	if replicas < 1 {
 		replicas = 1
 	}
@@ -98,6 +98,7 @@ func openStore(ctx context.Context, js jetstream.JetStream, receiver string, rep
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
+		Placement:   placement,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("positions bucket %s: %w", bucketName, err)
