@@ -2,10 +2,14 @@ package receiver
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/herald-router/herald/bus"
@@ -18,6 +22,13 @@ import (
 // or when the first record has waited linger, and publishes them durably.
 // Add blocks when too many batches await JetStream's acknowledgement: that
 // back-pressure reaches TCP senders through their socket windows.
+//
+// A batch JetStream refuses is retried, under the same Nats-Msg-Id, until
+// it is stored: when the store is full (its limit reached), the batcher
+// holds its batches and so its adders until the pipeline drains and makes
+// room, and reports the condition (StoreFull, herald_receiver_store_full,
+// a log line naming the limit). Only Close running out of time gives up on
+// what is still in memory.
 type Batcher struct {
 	bus       *bus.Bus
 	subject   string
@@ -38,6 +49,12 @@ type Batcher struct {
 	out     chan pending
 	confirm chan confirmation
 	done    chan struct{}
+
+	gate *storeGate
+	// stopped ends every wait and retry: Close ran out of time.
+	stopped   context.Context
+	stop      context.CancelFunc
+	closeOnce sync.Once
 }
 
 type pending struct {
@@ -54,12 +71,15 @@ type confirmation struct {
 
 // NewBatcher starts a batcher publishing to subject.
 func NewBatcher(b *bus.Bus, subject string, maxEvents, maxBytes int, linger time.Duration, m *metrics.Stage, log *slog.Logger) *Batcher {
+	name := strings.TrimPrefix(subject, bus.SubjectRawPrefix)
 	bt := &Batcher{
 		bus: b, subject: subject, maxEvents: maxEvents, maxBytes: maxBytes, linger: linger, m: m, log: log,
 		out:     make(chan pending, 16),
 		confirm: make(chan confirmation, 64),
 		done:    make(chan struct{}),
+		gate:    newStoreGate(name, m.StoreFull(name), log, storeUsage(b)),
 	}
+	bt.stopped, bt.stop = context.WithCancel(context.Background())
 	go bt.publishLoop()
 	go bt.confirmLoop()
 	return bt
@@ -114,8 +134,9 @@ func (bt *Batcher) flushGen(gen uint64) {
 }
 
 // flushLocked hands the current batch to the publisher. It may block while
-// the publisher is behind; the lock then holds other adders too, which is
-// the intended back-pressure.
+// the publisher is behind (or the store is full); the lock then holds other
+// adders too, which is the intended back-pressure. Once Close ran out of
+// time it fails the batch instead.
 // Lock must be held.
 func (bt *Batcher) flushLocked() {
 	p := pending{events: bt.cur}
@@ -126,12 +147,25 @@ func (bt *Batcher) flushLocked() {
 	bt.curDone, bt.hasDone = nil, false
 	bt.curBytes = 0
 	bt.gen++
-	bt.out <- p
+	select {
+	case bt.out <- p:
+	case <-bt.stopped.Done():
+		bt.m.Rejected("publish", len(p.events))
+		for _, done := range p.done {
+			if done != nil {
+				done(errStopped)
+			}
+		}
+	}
 }
+
+// errStopped fails the records still in memory when Close runs out of
+// time.
+var errStopped = errors.New("receiver stopped before its records were stored")
 
 func (bt *Batcher) publishLoop() {
 	defer close(bt.confirm)
-	ctx := context.Background()
+	ctx := bt.stopped
 	for p := range bt.out {
 		batch := p.events
 		c := confirmation{events: len(batch), done: p.done}
@@ -145,12 +179,25 @@ func (bt *Batcher) publishLoop() {
 			continue
 		}
 		for _, m := range msgs {
+			if full := bt.gate.nearFull(); full != nil {
+				// Hold it here until there is room, as if refused.
+				if err := bt.retry(m, full); err != nil {
+					if !errors.Is(err, errStopped) {
+						bt.log.Error("publishing raw batch failed", "err", err)
+					}
+					bt.m.Rejected("publish", len(batch))
+					c.err = err
+				}
+				continue
+			}
 			f, err := bt.bus.PublishAsync(ctx, m)
 			if err != nil {
 				// Publish it synchronously instead, retrying until it is
 				// stored: the records are only in memory here.
-				if err := bt.bus.Publish(ctx, m); err != nil {
-					bt.log.Error("publishing raw batch failed", "err", err)
+				if err := bt.publish(m); err != nil {
+					if !errors.Is(err, errStopped) {
+						bt.log.Error("publishing raw batch failed", "err", err)
+					}
 					bt.m.Rejected("publish", len(batch))
 					c.err = err
 				}
@@ -164,13 +211,14 @@ func (bt *Batcher) publishLoop() {
 
 func (bt *Batcher) confirmLoop() {
 	defer close(bt.done)
-	ctx := context.Background()
 	for c := range bt.confirm {
 		err := c.err
 		for _, f := range c.futures {
-			if cerr := bt.bus.Confirm(ctx, f); cerr != nil {
+			if cerr := bt.confirmOne(f); cerr != nil {
 				err = cerr
-				bt.log.Error("raw batch not stored", "err", cerr)
+				if !errors.Is(cerr, errStopped) { // Close's caller says it once
+					bt.log.Error("raw batch not stored", "err", cerr)
+				}
 			}
 		}
 		if err == nil {
@@ -186,24 +234,143 @@ func (bt *Batcher) confirmLoop() {
 	}
 }
 
-// Close flushes what is buffered and waits, bounded by ctx, until every
-// batch is stored.
-func (bt *Batcher) Close(ctx context.Context) error {
-	bt.mu.Lock()
-	if bt.closed {
-		bt.mu.Unlock()
+// confirmOne waits until JetStream acknowledged f, retrying a refused
+// message until it is stored or Close runs out of time.
+func (bt *Batcher) confirmOne(f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		bt.gate.stored()
+		return nil
+	case err := <-f.Err():
+		return bt.retry(f.Msg(), err)
+	case <-bt.stopped.Done():
+		return fmt.Errorf("publish %s: %w", bt.subject, errStopped)
+	}
+}
+
+// publish publishes m and waits for its acknowledgement, retrying as
+// confirmOne does.
+func (bt *Batcher) publish(m *nats.Msg) error {
+	ctx, cancel := context.WithTimeout(bt.stopped, publishTimeout)
+	_, err := bt.bus.JS.PublishMsg(ctx, m)
+	cancel()
+	if err == nil {
+		bt.gate.stored()
 		return nil
 	}
-	if len(bt.cur) > 0 {
-		bt.flushLocked()
+	return bt.retry(m, err)
+}
+
+// Retry timing: a full store waits for the pipeline to drain, so it is
+// probed at most every retryMaxFull, which also bounds how late intake
+// resumes after room is made.
+const (
+	publishTimeout = 5 * time.Second
+	retryFirst     = 50 * time.Millisecond
+	retryMax       = 2 * time.Second
+	retryMaxFull   = time.Second
+)
+
+// retry publishes m again under its Nats-Msg-Id, so a retry racing a late
+// success stores it once, with back-off until it is stored or Close runs
+// out of time. A full store is reported through the gate, not per attempt,
+// and is tried again only once it is below admitBelow of its limit.
+func (bt *Batcher) retry(m *nats.Msg, cause error) error {
+	held := false
+	defer func() {
+		if held {
+			bt.gate.release()
+		}
+	}()
+	wait := retryFirst
+	for attempt := 1; ; attempt++ {
+		limit := retryMax
+		if IsStoreFull(cause) {
+			if !errors.Is(cause, ErrStoreFull) {
+				cause = storeFull(bt.bus, m.Subject, cause)
+			}
+			if held {
+				bt.gate.again(cause)
+			} else {
+				bt.gate.hold(cause)
+				held = true
+			}
+			limit = retryMaxFull
+		} else {
+			bt.log.Warn("publish failed, retrying", "subject", m.Subject, "attempt", attempt, "err", cause)
+		}
+		wait = min(wait, limit)
+		select {
+		case <-bt.stopped.Done():
+			return fmt.Errorf("publish %s: %w (last error: %w)", m.Subject, errStopped, cause)
+		case <-time.After(wait):
+		}
+		if held && !bt.gate.hasRoom() {
+			wait *= 2
+			continue
+		}
+		ctx, cancel := context.WithTimeout(bt.stopped, publishTimeout)
+		_, err := bt.bus.JS.PublishMsg(ctx, m)
+		cancel()
+		if err == nil {
+			if held {
+				bt.gate.release()
+				held = false
+			}
+			bt.gate.stored()
+			return nil
+		}
+		cause = err
+		wait *= 2
 	}
-	bt.closed = true
-	close(bt.out)
-	bt.mu.Unlock()
+}
+
+// StoreFull returns why JetStream refuses this receiver's records while it
+// does (an error wrapping ErrStoreFull that names the limit), nil while
+// there is room. A receiver that can refuse its senders (HTTP) does so.
+func (bt *Batcher) StoreFull() error { return bt.gate.full() }
+
+// StoreRefused reports a store-full refusal of a message to subject that
+// the receiver published itself and does not retry (it told its sender
+// to); it returns err naming the limit. Other errors pass unchanged.
+func (bt *Batcher) StoreRefused(subject string, err error) error {
+	if !IsStoreFull(err) {
+		return err
+	}
+	err = storeFull(bt.bus, subject, err)
+	bt.gate.refusedOnce(err)
+	return err
+}
+
+// Stored reports a message the receiver published itself that JetStream
+// stored: there is room.
+func (bt *Batcher) Stored() { bt.gate.stored() }
+
+// Close flushes what is buffered and waits, bounded by ctx, until every
+// batch is stored. When ctx ends first (the store is full, say) it gives
+// up: the records still in memory are reported failed to their callers
+// and counted (publish), and Close returns ctx's error.
+func (bt *Batcher) Close(ctx context.Context) error {
+	bt.closeOnce.Do(func() {
+		// The flush may wait behind a publisher held by a full store: in a
+		// goroutine, so that ctx still bounds Close.
+		go func() {
+			bt.mu.Lock()
+			if len(bt.cur) > 0 {
+				bt.flushLocked()
+			}
+			bt.closed = true
+			close(bt.out)
+			bt.mu.Unlock()
+		}()
+	})
 	select {
 	case <-bt.done:
+		bt.stop()
 		return nil
 	case <-ctx.Done():
+		bt.stop()
+		<-bt.done // every wait of the loops ends with stopped
 		return ctx.Err()
 	}
 }

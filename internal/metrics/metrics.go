@@ -36,6 +36,11 @@ type Metrics struct {
 	// SinkLeaseHeld is 1 while this process holds the lease of a
 	// single-writer sink (and so drives it), 0 while it waits for it.
 	SinkLeaseHeld *prometheus.GaugeVec
+	// ReceiverStoreFull is 1 while JetStream refuses a receiver's records
+	// for lack of space (its store limit is reached), so that intake is
+	// held back: TCP senders wait, RELP records stay unacknowledged, HTTP
+	// posts are answered 503.
+	ReceiverStoreFull *prometheus.GaugeVec
 }
 
 // New makes the collectors and registers them, with Go and process metrics,
@@ -70,9 +75,11 @@ func New() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"target"}),
 		SinkLeaseHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "herald", Name: "sink_lease_held",
 			Help: "1 while this process holds the lease of a single-writer sink and drives it."}, []string{"sink"}),
+		ReceiverStoreFull: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "herald", Name: "receiver_store_full",
+			Help: "1 while JetStream refuses the receiver's records for lack of space and intake is held back."}, []string{"receiver"}),
 	}
 	m.Registry.MustRegister(m.received, m.published, m.acked, m.redelivered, m.rejected, m.deadLettered,
-		m.nakked, m.restarts, m.SinkSuspended, m.Connections, m.SinkCommitted, m.SinkRestarts, m.TargetBacklog, m.batchSize, m.latency, m.SinkLeaseHeld,
+		m.nakked, m.restarts, m.SinkSuspended, m.Connections, m.SinkCommitted, m.SinkRestarts, m.TargetBacklog, m.batchSize, m.latency, m.SinkLeaseHeld, m.ReceiverStoreFull,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -122,6 +129,11 @@ func (s *Stage) DeadLettered(reason string, n int) {
 // RejectedBy is the counter of refusals for reason.
 func (s *Stage) RejectedBy(reason string) prometheus.Counter {
 	return s.rejected.WithLabelValues(s.name, reason)
+}
+
+// StoreFull is the herald_receiver_store_full gauge of receiver.
+func (s *Stage) StoreFull(receiver string) prometheus.Gauge {
+	return s.m.ReceiverStoreFull.WithLabelValues(receiver)
 }
 
 // TargetLatency observes, for target, the time from arrival to commit.

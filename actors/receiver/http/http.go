@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/herald-router/herald/actors/receiver"
 	"github.com/herald-router/herald/bus"
 	"github.com/herald-router/herald/config"
@@ -55,7 +57,13 @@ type Options struct {
 	// back-pressure instead of waiting. Default 64.
 	MaxInFlight int `yaml:"max_in_flight"`
 	// Timeout bounds reading a request's body and waiting for JetStream to
-	// store its events; then the answer is 503. Default 30s.
+	// store its events; then the answer is 503. While JetStream's store is
+	// full (its limit reached) posts are answered 503 at once, with the
+	// limit in the answer and Retry-After 5, and nothing of them is kept;
+	// a text/plain post already waiting when the store filled is answered
+	// 503 at the timeout, and its records stay queued and are stored once
+	// there is room (a sender that retries it may deliver them twice).
+	// Default 30s.
 	Timeout config.Duration `yaml:"timeout"`
 	// TargetMask given to text/plain records (JSON events carry their own
 	// target_mask, default 4). Default 4 (log).
@@ -181,7 +189,7 @@ func (r *Receiver) Shutdown(ctx context.Context) {
 // answer writes a JSON answer: {"accepted": n} or {"error": reason}.
 func answer(w http.ResponseWriter, code int, accepted int, reason string) {
 	w.Header().Set("Content-Type", "application/json")
-	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
+	if (code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable) && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", "1")
 	}
 	w.WriteHeader(code)
@@ -218,6 +226,10 @@ func (r *Receiver) ingest(w http.ResponseWriter, req *http.Request) {
 		answer(w, http.StatusServiceUnavailable, 0, "herald is shutting down")
 		return
 	}
+	if err := r.batcher.StoreFull(); err != nil {
+		r.refuseStoreFull(w, err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(req.Context(), r.opts.Timeout.D())
 	defer cancel()
 	rc := http.NewResponseController(w)
@@ -249,6 +261,10 @@ func (r *Receiver) ingest(w http.ResponseWriter, req *http.Request) {
 		}
 		r.m.Received.Add(float64(len(events)))
 		if err := r.publishEvents(ctx, events, now); err != nil {
+			if errors.Is(err, receiver.ErrStoreFull) {
+				r.refuseStoreFull(w, err)
+				return
+			}
 			r.log.Warn("events not stored", "peer", peer, "err", err)
 			answer(w, http.StatusServiceUnavailable, 0, "not stored: "+err.Error())
 			return
@@ -265,6 +281,10 @@ func (r *Receiver) ingest(w http.ResponseWriter, req *http.Request) {
 		r.m.Received.Add(float64(len(events)))
 		if err := r.publishRaw(ctx, events); err != nil {
 			r.log.Warn("records not stored", "peer", peer, "err", err)
+			if errors.Is(err, receiver.ErrStoreFull) {
+				r.m.Rejected(receiver.RejectStoreFull, 1)
+				w.Header().Set("Retry-After", storeFullRetryAfter)
+			}
 			answer(w, http.StatusServiceUnavailable, 0, "not stored: "+err.Error())
 			return
 		}
@@ -273,6 +293,18 @@ func (r *Receiver) ingest(w http.ResponseWriter, req *http.Request) {
 		r.m.Rejected("bad_request", 1)
 		answer(w, http.StatusUnsupportedMediaType, 0, "Content-Type "+ct+": want application/json, application/x-ndjson or text/plain")
 	}
+}
+
+// storeFullRetryAfter is the Retry-After of a post refused for a full
+// store, in seconds: room comes as the pipeline drains, not at once.
+const storeFullRetryAfter = "5"
+
+// refuseStoreFull answers 503 naming the store limit that was reached.
+// The log line is the batcher's (rate-limited); this is counted.
+func (r *Receiver) refuseStoreFull(w http.ResponseWriter, err error) {
+	r.m.Rejected(receiver.RejectStoreFull, 1)
+	w.Header().Set("Retry-After", storeFullRetryAfter)
+	answer(w, http.StatusServiceUnavailable, 0, "not stored, retry later: "+err.Error())
 }
 
 func (r *Receiver) authorized(req *http.Request) bool {
@@ -368,12 +400,33 @@ func (r *Receiver) publishEvents(ctx context.Context, events []*schemas.Event, n
 			if err != nil {
 				return err
 			}
-			if err := r.bus.Confirm(ctx, f); err != nil {
+			if err := r.confirm(ctx, f); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// confirm waits for f's acknowledgement. A full store refuses the post at
+// once (its sender is told to retry); another failure is retried as
+// bus.Confirm does, until ctx ends.
+func (r *Receiver) confirm(ctx context.Context, f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		r.batcher.Stored()
+		return nil
+	case err := <-f.Err():
+		if receiver.IsStoreFull(err) {
+			return r.batcher.StoreRefused(f.Msg().Subject, err)
+		}
+		if err := r.bus.Publish(ctx, f.Msg()); err != nil {
+			return err
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the store: %w", ctx.Err())
+	}
 }
 
 // parseLines makes one raw record of each non-empty line.
@@ -422,6 +475,12 @@ func (r *Receiver) publishRaw(ctx context.Context, events []*schemas.Event) erro
 				firstErr = err
 			}
 		case <-ctx.Done():
+			// The records stay queued and are stored once there is room;
+			// a sender that retries may deliver them twice, never zero
+			// times.
+			if err := r.batcher.StoreFull(); err != nil {
+				return fmt.Errorf("waiting for the store: %w: %w", ctx.Err(), err)
+			}
 			return fmt.Errorf("waiting for the store: %w", ctx.Err())
 		}
 	}
