@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -100,9 +101,18 @@ type Hop struct {
 	// Taps, when set, says which of the subjects Next stands in for a
 	// `herald tap` watches: those get a plain NATS copy.
 	Taps *Taps
+	// AckWait is the input consumer's ack wait. An input whose outputs
+	// wait for JetStream's acknowledgement (a full store, a stream leader
+	// being elected) is kept alive with InProgress within it, so it is not
+	// delivered again meanwhile and counted towards bus.max_deliver. Zero
+	// disables the keep-alive.
+	AckWait time.Duration
 
-	pending chan pendingAck
-	done    chan struct{}
+	pending  chan pendingAck
+	done     chan struct{}
+	amu      sync.Mutex                  // guards awaiting
+	awaiting map[jetstream.Msg]time.Time // inputs published, not yet acked: last sign of life
+	keepStop chan struct{}
 }
 
 type pendingAck struct {
@@ -117,7 +127,42 @@ type pendingAck struct {
 func (h *Hop) Init(window int) {
 	h.pending = make(chan pendingAck, window)
 	h.done = make(chan struct{})
+	h.awaiting = map[jetstream.Msg]time.Time{}
 	go h.ackLoop()
+	if h.AckWait > 0 {
+		h.keepStop = make(chan struct{})
+		go h.keepAlive()
+	}
+}
+
+// keepAlive sends InProgress for every input that has waited a third of
+// its ack wait for its outputs' acknowledgements.
+func (h *Hop) keepAlive() {
+	every := h.AckWait / 3
+	t := time.NewTicker(every / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.keepStop:
+			return
+		case now := <-t.C:
+			h.amu.Lock()
+			for m, at := range h.awaiting {
+				if now.Sub(at) >= every {
+					_ = m.InProgress()
+					h.awaiting[m] = now
+				}
+			}
+			h.amu.Unlock()
+		}
+	}
+}
+
+// settled ends the keep-alive of an input that was acked or handed back.
+func (h *Hop) settled(m jetstream.Msg) {
+	h.amu.Lock()
+	delete(h.awaiting, m)
+	h.amu.Unlock()
 }
 
 // Handle processes one input message.
@@ -238,6 +283,9 @@ func (h *Hop) publish(ctx context.Context, msg jetstream.Msg, batchID string, ou
 	if p.counts == nil {
 		p.counts = []counted{{h.Metrics, events}}
 	}
+	h.amu.Lock()
+	h.awaiting[msg] = time.Now()
+	h.amu.Unlock()
 	h.pending <- p
 }
 
@@ -302,6 +350,7 @@ func (h *Hop) ackLoop() {
 				break
 			}
 		}
+		h.settled(p.msg)
 		if !ok {
 			_ = p.msg.NakWithDelay(time.Second)
 			h.Metrics.Nakked.Inc()
@@ -324,5 +373,8 @@ func (h *Hop) Drain(ctx context.Context) {
 	select {
 	case <-h.done:
 	case <-ctx.Done():
+	}
+	if h.keepStop != nil {
+		close(h.keepStop)
 	}
 }

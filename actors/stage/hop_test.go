@@ -168,3 +168,70 @@ func TestApplicationJSONEventsAreResolved(t *testing.T) {
 		t.Errorf("fields = %v, want user then %s", ev.Fields, resolver.FieldTime)
 	}
 }
+
+func TestAnInputWaitingForRoomIsKeptAliveNotDeliveredAgain(t *testing.T) {
+	b := bustest.Open(t)
+	ctx := context.Background()
+	// The resolver's output stream is full: its publish is refused until
+	// there is room, and retried meanwhile.
+	s, err := b.JS.Stream(ctx, bus.StreamResolved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := info.Config
+	full.MaxMsgs, full.Discard = 0, jetstream.DiscardNew
+	full.MaxMsgs = 1
+	if _, err := b.JS.UpdateStream(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	filler := nats.NewMsg(bus.SubjectResolved)
+	filler.Data = []byte("x")
+	if err := b.Publish(ctx, filler); err != nil {
+		t.Fatal(err)
+	}
+
+	h := &stage.Hop{Name: "resolver", Bus: b, Proc: resolver.Processor{}, MaxBytes: 1 << 20, MaxDeliver: 5,
+		Metrics: metrics.New().Stage("resolver"), Log: bustest.Logger(t), AckWait: 2 * time.Second}
+	h.Init(16)
+	publishBatch(t, b, "in-1", &schemas.Batch{Id: "raw-1", Events: []*schemas.Event{{Message: "a", ReceivedUnixNano: 1}}})
+	h.Handle(ctx, fetchOne(t, b))
+
+	cons, err := b.Consumer(ctx, bus.StreamEvents, bus.ConsumerResolver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three ack waits: without the keep-alive the input would have been
+	// delivered again twice by now.
+	time.Sleep(6 * time.Second)
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ci.NumRedelivered != 0 || ci.NumAckPending != 1 {
+		t.Fatalf("while its output waits for room the input was redelivered %d times (ack pending %d): it must be kept alive",
+			ci.NumRedelivered, ci.NumAckPending)
+	}
+
+	full.MaxMsgs = -1
+	if _, err := b.JS.UpdateStream(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	bustest.Eventually(t, 15*time.Second, 50*time.Millisecond, func() error {
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if ci.NumAckPending != 0 {
+			return fmt.Errorf("input still unacked after room was made")
+		}
+		return nil
+	})
+	h.Drain(ctx)
+	if n := streamMsgs(t, b, bus.StreamResolved); n != 2 {
+		t.Fatalf("resolved stream holds %d messages, want the filler and the output", n)
+	}
+}

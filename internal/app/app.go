@@ -287,6 +287,7 @@ func (a *App) startHop(ctx context.Context, g *generation, name, stream, durable
 	h := &stage.Hop{
 		Name: name, Bus: a.bus, Proc: proc, MaxBytes: int(g.cfg.Batch.MaxBytes) * 4,
 		MaxDeliver: g.cfg.Bus.MaxDeliver, Metrics: m, Log: a.log, Next: next, Taps: &a.taps,
+		AckWait: g.cfg.Bus.AckWait.D(),
 	}
 	if name == StageResolver && g.cfg.Archive.Enabled() {
 		h.Mirror = bus.SubjectArchive
