@@ -52,7 +52,9 @@
 // again after joining anew.
 //
 // The throttle (throttle.go) limits push messages per key and folds the
-// excess into digests; its exact semantics are documented there.
+// excess into digests; it keeps its windows in the JetStream key-value
+// bucket bus.KVThrottle (windows.go), so the process that takes the sink's
+// lease over continues them. Its exact semantics are documented there.
 //
 // Errors: dead-letter codes xmpp_too_large and xmpp_item_refused; the
 // retryable causes ErrTimeout, ErrConnectionLost and ErrRefused, tested

@@ -95,7 +95,12 @@ type Options struct {
 	// Default split.
 	Oversize string `yaml:"oversize"`
 	// Throttle limits push messages per key and folds the excess into
-	// digests. Off by default.
+	// digests. Its windows are kept in the JetStream key-value bucket
+	// HERALD_THROTTLE (bus.replicas, bus.placement), so the process that
+	// takes the sink over continues them: each transaction that commits
+	// writes the windows it touched, one write per key whatever the number
+	// of its events, and deletes those whose digest went out; a window not
+	// written for 7 days is dropped. Off by default.
 	Throttle ThrottleOptions `yaml:"throttle"`
 	// Timeouts bound every wait on the server.
 	Timeouts TimeoutOptions `yaml:"timeouts"`
@@ -138,7 +143,9 @@ type PubSubOptions struct {
 	AccessModel string `yaml:"access_model"`
 }
 
-// ThrottleOptions: a rate limit per key, with digests of the excess.
+// ThrottleOptions: a rate limit per key, with digests of the excess; the
+// windows are read from the bucket when the sink starts or its lease is
+// acquired (throttle.go).
 type ThrottleOptions struct {
 	// Events is how many messages per key and window are sent; the rest
 	// are folded into one digest per window. Default 0 (no throttle).

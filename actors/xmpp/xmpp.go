@@ -27,7 +27,14 @@ func Register(r *sink.Registry) {
 			opts := *o.(*Options)
 			opts.PasswordFile = env.Config.Abs(opts.PasswordFile)
 			opts.CAFile = env.Config.Abs(opts.CAFile)
-			return New(opts, env.Log)
+			p, err := New(opts, env.Log)
+			if err != nil {
+				return nil, err
+			}
+			if p.thr != nil && env.NATS != nil {
+				p.keepWindows(newWindowStore(env.NATS, env.Config.Bus, env.Name, p.log))
+			}
+			return p, nil
 		},
 	})
 }
@@ -43,6 +50,7 @@ type Stats struct {
 	Timeouts  int64 // transactions that failed because the server did not answer in time
 	Refusals  int64 // items the service refused
 	Truncated int64 // bodies cut or split to fit max_stanza_bytes
+	Windows   int64 // throttle windows written to the bucket (puts and deletes)
 }
 
 // Publisher is the xmpp provider.
@@ -52,6 +60,12 @@ type Publisher struct {
 	tpl  *template
 	tls  *tls.Config
 	thr  *throttle
+
+	// windows keeps the throttle's windows in JetStream; nil: in memory.
+	windows *windowStore
+	// stale says the windows must be read from the bucket before the next
+	// transaction: at first, and after Reopen.
+	stale atomic.Bool
 
 	s      *session
 	closed bool
@@ -66,7 +80,7 @@ type Publisher struct {
 	refused map[string]bool
 
 	stats struct {
-		messages, items, folded, digests, bounced, connects, timeouts, refusals, truncated atomic.Int64
+		messages, items, folded, digests, bounced, connects, timeouts, refusals, truncated, windows atomic.Int64
 	}
 }
 
@@ -120,6 +134,7 @@ func (p *Publisher) Stats() Stats {
 		Messages: p.stats.messages.Load(), Items: p.stats.items.Load(), Folded: p.stats.folded.Load(),
 		Digests: p.stats.digests.Load(), Bounced: p.stats.bounced.Load(), Connects: p.stats.connects.Load(),
 		Timeouts: p.stats.timeouts.Load(), Refusals: p.stats.refusals.Load(), Truncated: p.stats.truncated.Load(),
+		Windows: p.stats.windows.Load(),
 	}
 }
 
@@ -211,10 +226,78 @@ func (p *Publisher) drop() {
 	p.s = nil
 }
 
+// keepWindows keeps the throttle's windows in ws from now on.
+func (p *Publisher) keepWindows(ws *windowStore) {
+	p.windows = ws
+	p.thr.persist()
+	p.stale.Store(true)
+}
+
+// Reopen is called when this process acquires the sink's lease (and on
+// SIGUSR1): the windows are read from the bucket again before the next
+// transaction, since another holder may have moved them on meanwhile.
+func (p *Publisher) Reopen() {
+	if p.windows != nil {
+		p.stale.Store(true)
+	}
+}
+
+// loadWindows reads the windows from the bucket when they are stale.
+func (p *Publisher) loadWindows(ctx context.Context) error {
+	if p.windows == nil || !p.stale.Load() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(p.opts.Timeouts.Connect))
+	defer cancel()
+	ws, err := p.windows.load(ctx, p.log)
+	if err != nil {
+		return fmt.Errorf("throttle windows: %w", err)
+	}
+	p.thr.restore(ws)
+	p.stale.Store(false)
+	if len(ws) > 0 {
+		p.log.Info("xmpp throttle windows continued from the bucket", "windows", len(ws))
+	}
+	return nil
+}
+
+// saveWindows writes what the bucket lacks of the committed windows. A
+// failure is logged: the windows stay dirty and go with the next commit.
+func (p *Publisher) saveWindows(ctx context.Context) error {
+	if p.windows == nil {
+		return nil
+	}
+	return p.writeWindows(ctx, p.thr.unsaved())
+}
+
+func (p *Publisher) writeWindows(ctx context.Context, changes map[string]*window) error {
+	if p.windows == nil || len(changes) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(p.opts.Timeouts.Confirm))
+	defer cancel()
+	keys, err := p.windows.save(ctx, changes)
+	p.thr.saved(changes, keys)
+	p.stats.windows.Add(int64(len(keys)))
+	switch {
+	case errors.Is(err, errMovedOn):
+		// Another holder drove the sink meanwhile (this process lost
+		// its lease): the bucket is the truth.
+		p.stale.Store(true)
+		p.log.Warn("xmpp throttle windows moved on by another process; reading them again before the next transaction", "err", err)
+	case err != nil:
+		p.log.Warn("xmpp throttle windows not written to the bucket; trying again at the next commit", "err", err)
+	}
+	return err
+}
+
 // Begin connects if needed and sends the digests that are due.
 func (p *Publisher) Begin(ctx context.Context) error {
 	if p.closed {
 		return ErrClosed
+	}
+	if err := p.loadWindows(ctx); err != nil {
+		return err
 	}
 	p.messages, p.digests, p.folded, p.publishes = 0, 0, 0, p.publishes[:0]
 	if p.s != nil {
@@ -380,6 +463,7 @@ func (p *Publisher) End(ctx context.Context) error {
 	}
 	if p.thr != nil {
 		p.thr.commit()
+		_ = p.saveWindows(ctx) // logged; retried at the next commit
 	}
 	p.stats.messages.Add(p.messages)
 	p.stats.items.Add(int64(len(p.publishes)))
@@ -402,9 +486,21 @@ func (p *Publisher) Close(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(p.opts.Timeouts.Close))
 	defer cancel()
 	var err error
-	if p.thr != nil {
+	if p.thr != nil && !p.stale.Load() {
+		// Stale windows (never read, or the lease acquired again and no
+		// transaction since) are not this process's to end.
+		before := p.thr.unsaved()
 		if ds := p.thr.flush(); len(ds) > 0 {
 			err = p.sendFinalDigests(ctx, ds)
+		}
+		changes := p.thr.unsaved()
+		if err != nil {
+			// The bucket keeps the windows whose digests did not go out,
+			// for the next holder to send.
+			changes = before
+		}
+		if serr := p.writeWindows(ctx, changes); err == nil && serr != nil {
+			err = fmt.Errorf("close: %w", serr)
 		}
 	}
 	if p.s != nil {
