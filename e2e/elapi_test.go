@@ -279,13 +279,16 @@ func TestELAPITrackedEventsSurviveSIGKILLOfHerald(t *testing.T) {
 			return nil
 		}()
 	}()
-	eventually(t, 60*time.Second, 5*time.Millisecond, func() error {
-		if n := l.count(); n < total/4 {
-			return fmt.Errorf("%d events done, waiting for %d before the kill", n, total/4)
+	// Tracking keeps up with the sender, so events are in flight only
+	// for a few milliseconds after each burst: wait for such a moment.
+	var inFlight int
+	eventually(t, 60*time.Second, 2*time.Millisecond, func() error {
+		inFlight = d.InFlight()
+		if n := l.count(); n < total/4 || inFlight == 0 {
+			return fmt.Errorf("%d events done and %d in flight, waiting for %d done and some in flight before the kill", n, inFlight, total/4)
 		}
 		return nil
 	})
-	inFlight := d.InFlight()
 	p.kill()
 	atKill := l.count()
 	if inFlight == 0 || atKill >= total {

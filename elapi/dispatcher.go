@@ -23,6 +23,7 @@ const (
 	subjectReceiptsPrefix = "herald.receipts."
 	headerEncoding        = "Herald-Encoding"
 	encodingBatch         = "batch"
+	encodingReceipts      = "receipts" // a ReceiptBatch; else a single Receipt
 	// Source is the envelope source of events logged through this package.
 	Source = "elapi"
 )

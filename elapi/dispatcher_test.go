@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/herald-router/herald/bus"
 	"github.com/herald-router/herald/elapi"
 	"github.com/herald-router/herald/schemas"
 )
@@ -82,7 +83,8 @@ func newBare(dir string) (*bare, error) {
 	return &bare{URL: srv.ClientURL(), JS: js, nc: nc, srv: srv}, nil
 }
 
-// receipt publishes a receipt the way herald does (bus.ReceiptMsg), under
+// receipt publishes a single receipt the way herald did before receipt
+// batches (older processes still do, during a rolling upgrade), under
 // the id msgID ("" : herald's own id for it).
 func (b *bareServer) receipt(t testing.TB, subject string, r *schemas.Receipt, msgID string) {
 	t.Helper()
@@ -93,6 +95,7 @@ func (b *bareServer) receipt(t testing.TB, subject string, r *schemas.Receipt, m
 		msgID = "rcpt." + r.EventId + "." + r.Kind.String() + "." + r.Target
 	}
 	m.Header.Set(jetstream.MsgIDHeader, msgID)
+	m.Header.Set(bus.HeaderEncoding, bus.EncodingReceipt)
 	if _, err := b.JS.PublishMsg(context.Background(), m); err != nil {
 		t.Fatalf("publish receipt: %v", err)
 	}

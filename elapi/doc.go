@@ -46,13 +46,21 @@
 //
 // An event whose outcome is asked for (WaitAllTargets, OnTargetDone,
 // OnDone) carries a receipt subject, herald.receipts.<application>.<id of
-// the dispatcher>. herald's router publishes a ROUTED receipt naming the
+// the dispatcher>. herald's router reports a ROUTED receipt naming the
 // targets it matched, and each target a COMMITTED or FAILED receipt per
 // copy; all are stored in JetStream (the stream HERALD_RECEIPTS, kept an
 // hour) before herald moves on, so they survive a crash of herald. The
-// dispatcher reads its subject with an ordered consumer and counts each
-// (event, kind, target) once: every tracked event is reported done exactly
-// once. Untracked events cost herald nothing extra.
+// receipts one stage makes of one batch travel together: one message per
+// receipt subject holding a ReceiptBatch (header Herald-Encoding:
+// receipts), under a Nats-Msg-Id derived from the batch, the stage and the
+// copies reported, so a redelivered batch is stored once. A message
+// without that header holds a single Receipt, as herald sent before
+// receipts were batched; the dispatcher reads both, so herald's processes
+// can be upgraded one at a time (upgrade the applications first: an older
+// dispatcher does not read batches). The dispatcher reads its subject with
+// an ordered consumer and counts each (event, kind, target) once: every
+// tracked event is reported done exactly once. Untracked events cost
+// herald nothing extra.
 //
 // The package depends on nats.go and herald's generated schema only, not
 // on the server.

@@ -116,6 +116,7 @@ func TestBusNamesAreHeraldsOwn(t *testing.T) {
 		{subjectReceiptsPrefix, bus.SubjectReceiptsPrefix},
 		{headerEncoding, bus.HeaderEncoding},
 		{encodingBatch, bus.EncodingBatch},
+		{encodingReceipts, bus.EncodingReceipts},
 	} {
 		if c.mine != c.theirs {
 			t.Errorf("elapi says %q, herald %q", c.mine, c.theirs)

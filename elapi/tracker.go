@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-router/herald/schemas"
 )
@@ -36,9 +35,10 @@ func (d *Dispatcher) startTracker(ctx context.Context) error {
 	}
 	// A short heartbeat notices a restarted server within seconds, and
 	// the consumer is made again from the next receipt. Large pulls keep
-	// up with herald: two receipts per event, tens of thousands a second.
+	// up with herald (a message per batch and stage, or per receipt from
+	// an older herald); the byte limit bounds what batches buffer.
 	cc, err := cons.Consume(d.onReceipt, jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second),
-		jetstream.PullMaxMessages(4096),
+		jetstream.PullMaxBytes(8<<20),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			d.opts.log.Debug("elapi: receipts consumer", "err", err)
 		}))
@@ -49,22 +49,46 @@ func (d *Dispatcher) startTracker(ctx context.Context) error {
 	return nil
 }
 
-// onReceipt counts one receipt. Each (event, kind, target) counts once:
-// herald stores a receipt once per Nats-Msg-Id, but a receipt replayed
-// after the de-duplication window, or an outcome for a target already
-// reported, changes nothing.
+// onReceipt counts the receipts of one message: a ReceiptBatch (the
+// receipts one stage of herald made of one batch for this subject), or a
+// single Receipt, as herald sent before receipts were batched (still
+// accepted: during a rolling upgrade both arrive).
 func (d *Dispatcher) onReceipt(msg jetstream.Msg) {
-	var r schemas.Receipt
-	if err := proto.Unmarshal(msg.Data(), &r); err != nil {
-		d.opts.log.Warn("elapi: malformed receipt", "subject", msg.Subject(), "err", err)
-		return
+	var list []*schemas.Receipt
+	if msg.Headers().Get(headerEncoding) == encodingReceipts {
+		var rb schemas.ReceiptBatch
+		if err := rb.UnmarshalVT(msg.Data()); err != nil {
+			d.opts.log.Warn("elapi: malformed receipts", "subject", msg.Subject(), "err", err)
+			return
+		}
+		list = rb.Receipts
+	} else {
+		var r schemas.Receipt
+		if err := r.UnmarshalVT(msg.Data()); err != nil {
+			d.opts.log.Warn("elapi: malformed receipt", "subject", msg.Subject(), "err", err)
+			return
+		}
+		list = []*schemas.Receipt{&r}
 	}
+	entries := make([]*entry, len(list))
 	d.trackMu.Lock()
-	e := d.pending[r.EventId]
-	d.trackMu.Unlock()
-	if e == nil {
-		return // done already (or not this dispatcher's)
+	for i, r := range list {
+		entries[i] = d.pending[r.EventId]
 	}
+	d.trackMu.Unlock()
+	for i, r := range list {
+		if e := entries[i]; e != nil { // nil: done already (or not this dispatcher's)
+			d.count(e, r)
+		}
+	}
+}
+
+// count applies one receipt to its event. Each (event, kind, target)
+// counts once: herald stores a receipts message once per Nats-Msg-Id, but
+// one replayed after the de-duplication window, a retry that reported
+// more copies, or an outcome for a target already reported changes
+// nothing.
+func (d *Dispatcher) count(e *entry, r *schemas.Receipt) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.done {

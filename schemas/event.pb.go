@@ -432,7 +432,7 @@ type Event struct {
 	Fields []*Field `protobuf:"bytes,12,rep,name=fields,proto3" json:"fields,omitempty"`
 	// peer is the transport address the record came from, when there is one.
 	Peer string `protobuf:"bytes,13,opt,name=peer,proto3" json:"peer,omitempty"`
-	// track is the subject (under herald.receipts.) that receives a Receipt
+	// track is the subject (under herald.receipts.) that receives receipts
 	// when the event is routed and when each of its copies is done; empty
 	// for untracked events, which cost nothing extra.
 	Track         string `protobuf:"bytes,14,opt,name=track,proto3" json:"track,omitempty"`
@@ -568,9 +568,12 @@ func (x *Event) GetTrack() string {
 	return ""
 }
 
-// Receipt reports where a tracked event is on its way. Each is published
-// once per event and kind (and target), under a Nats-Msg-Id derived from
-// them, so a redelivery does not report twice.
+// Receipt reports where a tracked event is on its way. herald publishes
+// the receipts one stage (the router, or a target's chain) makes of one
+// input batch together, as a ReceiptBatch per track subject; a single
+// Receipt per message is what herald before ReceiptBatch sent, and clients
+// still accept it. The header Herald-Encoding tells them apart: "receipts"
+// for a ReceiptBatch, "receipt" (or none) for a Receipt.
 type Receipt struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	EventId       string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
@@ -655,6 +658,56 @@ func (x *Receipt) GetReason() string {
 	return ""
 }
 
+// ReceiptBatch is the receipts for one track subject that one stage made
+// of one input batch. Its Nats-Msg-Id derives from the input batch id, the
+// stage or target, the track subject and the receipts' (event, kind,
+// target) keys, so a redelivered input that reports the same copies again
+// is stored once, and one that reports others (a copy written on a retry)
+// is stored beside it; clients count each (event, kind, target) once.
+type ReceiptBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Receipts      []*Receipt             `protobuf:"bytes,1,rep,name=receipts,proto3" json:"receipts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiptBatch) Reset() {
+	*x = ReceiptBatch{}
+	mi := &file_event_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiptBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiptBatch) ProtoMessage() {}
+
+func (x *ReceiptBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_event_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiptBatch.ProtoReflect.Descriptor instead.
+func (*ReceiptBatch) Descriptor() ([]byte, []int) {
+	return file_event_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReceiptBatch) GetReceipts() []*Receipt {
+	if x != nil {
+		return x.Receipts
+	}
+	return nil
+}
+
 // Batch is the payload of one JetStream message between stages.
 type Batch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -669,7 +722,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_event_proto_msgTypes[6]
+	mi := &file_event_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +734,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[6]
+	mi := &file_event_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +747,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{6}
+	return file_event_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Batch) GetId() string {
@@ -724,7 +777,7 @@ type RoutingBatch struct {
 
 func (x *RoutingBatch) Reset() {
 	*x = RoutingBatch{}
-	mi := &file_event_proto_msgTypes[7]
+	mi := &file_event_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +789,7 @@ func (x *RoutingBatch) String() string {
 func (*RoutingBatch) ProtoMessage() {}
 
 func (x *RoutingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[7]
+	mi := &file_event_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +802,7 @@ func (x *RoutingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingBatch.ProtoReflect.Descriptor instead.
 func (*RoutingBatch) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{7}
+	return file_event_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RoutingBatch) GetId() string {
@@ -777,7 +830,7 @@ type RoutingEvent struct {
 
 func (x *RoutingEvent) Reset() {
 	*x = RoutingEvent{}
-	mi := &file_event_proto_msgTypes[8]
+	mi := &file_event_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +842,7 @@ func (x *RoutingEvent) String() string {
 func (*RoutingEvent) ProtoMessage() {}
 
 func (x *RoutingEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[8]
+	mi := &file_event_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +855,7 @@ func (x *RoutingEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingEvent.ProtoReflect.Descriptor instead.
 func (*RoutingEvent) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{8}
+	return file_event_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RoutingEvent) GetTargetMask() uint64 {
@@ -870,7 +923,9 @@ const file_event_proto_rawDesc = "" +
 	"\x06ROUTED\x10\x00\x12\r\n" +
 	"\tCOMMITTED\x10\x01\x12\n" +
 	"\n" +
-	"\x06FAILED\x10\x02\"A\n" +
+	"\x06FAILED\x10\x02\">\n" +
+	"\fReceiptBatch\x12.\n" +
+	"\breceipts\x18\x01 \x03(\v2\x12.herald.v1.ReceiptR\breceipts\"A\n" +
 	"\x05Batch\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x06events\x18\x02 \x03(\v2\x10.herald.v1.EventR\x06events\"O\n" +
@@ -895,7 +950,7 @@ func file_event_proto_rawDescGZIP() []byte {
 }
 
 var file_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_event_proto_goTypes = []any{
 	(Receipt_Kind)(0),    // 0: herald.v1.Receipt.Kind
 	(*Value)(nil),        // 1: herald.v1.Value
@@ -904,25 +959,27 @@ var file_event_proto_goTypes = []any{
 	(*Field)(nil),        // 4: herald.v1.Field
 	(*Event)(nil),        // 5: herald.v1.Event
 	(*Receipt)(nil),      // 6: herald.v1.Receipt
-	(*Batch)(nil),        // 7: herald.v1.Batch
-	(*RoutingBatch)(nil), // 8: herald.v1.RoutingBatch
-	(*RoutingEvent)(nil), // 9: herald.v1.RoutingEvent
+	(*ReceiptBatch)(nil), // 7: herald.v1.ReceiptBatch
+	(*Batch)(nil),        // 8: herald.v1.Batch
+	(*RoutingBatch)(nil), // 9: herald.v1.RoutingBatch
+	(*RoutingEvent)(nil), // 10: herald.v1.RoutingEvent
 }
 var file_event_proto_depIdxs = []int32{
-	2, // 0: herald.v1.Value.list:type_name -> herald.v1.List
-	3, // 1: herald.v1.Value.map:type_name -> herald.v1.Map
-	1, // 2: herald.v1.List.values:type_name -> herald.v1.Value
-	4, // 3: herald.v1.Map.fields:type_name -> herald.v1.Field
-	1, // 4: herald.v1.Field.value:type_name -> herald.v1.Value
-	4, // 5: herald.v1.Event.fields:type_name -> herald.v1.Field
-	0, // 6: herald.v1.Receipt.kind:type_name -> herald.v1.Receipt.Kind
-	5, // 7: herald.v1.Batch.events:type_name -> herald.v1.Event
-	9, // 8: herald.v1.RoutingBatch.events:type_name -> herald.v1.RoutingEvent
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	2,  // 0: herald.v1.Value.list:type_name -> herald.v1.List
+	3,  // 1: herald.v1.Value.map:type_name -> herald.v1.Map
+	1,  // 2: herald.v1.List.values:type_name -> herald.v1.Value
+	4,  // 3: herald.v1.Map.fields:type_name -> herald.v1.Field
+	1,  // 4: herald.v1.Field.value:type_name -> herald.v1.Value
+	4,  // 5: herald.v1.Event.fields:type_name -> herald.v1.Field
+	0,  // 6: herald.v1.Receipt.kind:type_name -> herald.v1.Receipt.Kind
+	6,  // 7: herald.v1.ReceiptBatch.receipts:type_name -> herald.v1.Receipt
+	5,  // 8: herald.v1.Batch.events:type_name -> herald.v1.Event
+	10, // 9: herald.v1.RoutingBatch.events:type_name -> herald.v1.RoutingEvent
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_event_proto_init() }
@@ -946,7 +1003,7 @@ func file_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_event_proto_rawDesc), len(file_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/nats-io/nats.go"
-
 	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-router/herald/actors/stage"
@@ -165,15 +163,14 @@ func (d *deadLetters) add(origin string, ev *schemas.Event, err error) {
 func (r *Router) Process(b *schemas.Batch) ([]stage.Output, error) {
 	byTarget := map[string][]*schemas.Event{}
 	var dead deadLetters
-	var receipts []*nats.Msg
+	var receipts bus.Receipts
 	unrouted := 0
 	for _, ev := range b.Events {
 		names, failed, err := r.Match(ev)
 		if err != nil {
 			dead.add(bus.SubjectResolved, ev, err)
 			if bus.Tracked(ev) {
-				receipts = append(receipts, bus.ReceiptMsg(ev, &schemas.Receipt{Kind: schemas.Receipt_FAILED,
-					Target: "router", Reason: "filter_error"}))
+				receipts.Add(ev, &schemas.Receipt{Kind: schemas.Receipt_FAILED, Target: "router", Reason: "filter_error"})
 			}
 			continue
 		}
@@ -187,11 +184,10 @@ func (r *Router) Process(b *schemas.Batch) ([]stage.Output, error) {
 		if bus.Tracked(ev) {
 			// The client learns how many copies to wait for (none: done);
 			// a copy a filter could not judge is reported failed at once.
-			receipts = append(receipts, bus.ReceiptMsg(ev, &schemas.Receipt{Kind: schemas.Receipt_ROUTED, Targets: routed}))
+			receipts.Add(ev, &schemas.Receipt{Kind: schemas.Receipt_ROUTED, Targets: routed})
 			for _, t := range r.targets {
 				if _, ok := failed[t.Name]; ok {
-					receipts = append(receipts, bus.ReceiptMsg(ev, &schemas.Receipt{Kind: schemas.Receipt_FAILED,
-						Target: t.Name, Reason: "filter_error"}))
+					receipts.Add(ev, &schemas.Receipt{Kind: schemas.Receipt_FAILED, Target: t.Name, Reason: "filter_error"})
 				}
 			}
 		}
@@ -212,8 +208,10 @@ func (r *Router) Process(b *schemas.Batch) ([]stage.Output, error) {
 		outs = append(outs, stage.Output{Key: fmt.Sprintf("dlq%d", i), Subject: bus.DLQSubject("router"), Events: dead.events[origin],
 			DeadLetter: &stage.DeadLetter{Reason: "filter_error", Detail: dead.detail[origin], Origin: origin}})
 	}
-	if len(receipts) > 0 {
-		outs = append(outs, stage.Output{Key: "receipts", Msgs: receipts})
+	if receipts.Len() > 0 {
+		// One message per receipt subject for the whole batch, its id
+		// derived from the batch's (stable across redeliveries).
+		outs = append(outs, stage.Output{Key: "receipts", Msgs: receipts.Msgs(b.Id, "router")})
 	}
 	if unrouted > 0 && r.Unrouted != nil {
 		r.Unrouted(unrouted)

@@ -1,11 +1,13 @@
 package router
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/herald-router/herald/bus"
 	"github.com/herald-router/herald/schemas"
 )
 
@@ -139,20 +141,58 @@ func TestTrackedEventsGetARoutedReceipt(t *testing.T) {
 	}
 	outs, _ := r.Process(b)
 	last := outs[len(outs)-1]
-	if last.Key != "receipts" || len(last.Msgs) != 2 {
-		t.Fatalf("receipts output %+v", last)
+	if last.Key != "receipts" || len(last.Msgs) != 1 {
+		t.Fatalf("receipts output %+v: want one message for the batch's one receipt subject", last)
 	}
-	var a, nb schemas.Receipt
-	_ = proto.Unmarshal(last.Msgs[0].Data, &a)
-	_ = proto.Unmarshal(last.Msgs[1].Data, &nb)
+	m := last.Msgs[0]
+	if m.Subject != "herald.receipts.x" || m.Header.Get(bus.HeaderEncoding) != bus.EncodingReceipts {
+		t.Errorf("subject %s encoding %q", m.Subject, m.Header.Get(bus.HeaderEncoding))
+	}
+	var rb schemas.ReceiptBatch
+	if err := proto.Unmarshal(m.Data, &rb); err != nil || len(rb.Receipts) != 2 {
+		t.Fatalf("receipt batch %v (%v): want A's and B's", &rb, err)
+	}
+	a, nb := rb.Receipts[0], rb.Receipts[1]
 	if a.EventId != "A" || a.Kind != schemas.Receipt_ROUTED || strings.Join(a.Targets, ",") != "audit,log" {
-		t.Errorf("receipt of A: %v", &a)
+		t.Errorf("receipt of A: %v", a)
 	}
-	if nb.EventId != "B" || len(nb.Targets) != 0 {
-		t.Errorf("an event no target wants is reported routed to none, so its client knows it is done: %v", &nb)
+	if nb.EventId != "B" || nb.Kind != schemas.Receipt_ROUTED || len(nb.Targets) != 0 {
+		t.Errorf("an event no target wants is reported routed to none, so its client knows it is done: %v", nb)
 	}
-	if last.Msgs[0].Subject != "herald.receipts.x" || last.Msgs[0].Header.Get("Nats-Msg-Id") != "rcpt.A.ROUTED." {
-		t.Errorf("subject %s id %s", last.Msgs[0].Subject, last.Msgs[0].Header.Get("Nats-Msg-Id"))
+	// A redelivered batch republishes the same id, so the stream keeps
+	// one copy.
+	again, _ := r.Process(b)
+	id := m.Header.Get("Nats-Msg-Id")
+	if got := again[len(again)-1].Msgs[0].Header.Get("Nats-Msg-Id"); got != id || !strings.HasPrefix(id, "rcpt.b.router.herald.receipts.x.") {
+		t.Errorf("ids %q then %q: want the same, derived from the batch, stage and subject", id, got)
+	}
+}
+
+func TestReceiptsGoOutOneMessagePerSubject(t *testing.T) {
+	r, _ := New([]Target{{Name: "log", Bit: 4}}, nil)
+	var evs []*schemas.Event
+	track := map[string]string{}
+	for i := range 100 {
+		ev := &schemas.Event{Id: fmt.Sprintf("E%02d", i), TargetMask: 4, Track: fmt.Sprintf("herald.receipts.app%d", i%3)}
+		evs = append(evs, ev)
+		track[ev.Id] = ev.Track
+	}
+	outs, _ := r.Process(&schemas.Batch{Id: "b", Events: evs})
+	last := outs[len(outs)-1]
+	if len(last.Msgs) != 3 {
+		t.Fatalf("%d receipt messages for 3 subjects", len(last.Msgs))
+	}
+	for i, m := range last.Msgs {
+		var rb schemas.ReceiptBatch
+		_ = proto.Unmarshal(m.Data, &rb)
+		if want := fmt.Sprintf("herald.receipts.app%d", i); m.Subject != want || len(rb.Receipts) != []int{34, 33, 33}[i] {
+			t.Errorf("message %d: %s with %d receipts", i, m.Subject, len(rb.Receipts))
+		}
+		for _, rc := range rb.Receipts {
+			if track[rc.EventId] != m.Subject {
+				t.Errorf("receipt of %s sent to %s", rc.EventId, m.Subject)
+			}
+		}
 	}
 }
 
@@ -174,10 +214,12 @@ func TestAFilterErrorCostsOnlyThatTargetsCopy(t *testing.T) {
 	if outs[1].DeadLetter.Origin != "herald.target.alerts" {
 		t.Errorf("origin %q", outs[1].DeadLetter.Origin)
 	}
-	var routed, failed schemas.Receipt
-	_ = proto.Unmarshal(outs[2].Msgs[0].Data, &routed)
-	_ = proto.Unmarshal(outs[2].Msgs[1].Data, &failed)
+	var rb schemas.ReceiptBatch
+	if err := proto.Unmarshal(outs[2].Msgs[0].Data, &rb); err != nil || len(outs[2].Msgs) != 1 || len(rb.Receipts) != 2 {
+		t.Fatalf("receipts %v (%v): want routed and failed in one message", &rb, err)
+	}
+	routed, failed := rb.Receipts[0], rb.Receipts[1]
 	if strings.Join(routed.Targets, ",") != "log,alerts" || failed.Kind != schemas.Receipt_FAILED || failed.Target != "alerts" {
-		t.Errorf("receipts %v / %v", &routed, &failed)
+		t.Errorf("receipts %v / %v", routed, failed)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -189,7 +188,7 @@ func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
 	c.Metrics.BatchSize.Observe(float64(len(b.Events)))
 	rest := b.Events
 	written := 0
-	var receipts []*nats.Msg // of tracked events done here, stored before the ack
+	var receipts bus.Receipts // of tracked events done here, stored before the ack
 	for si, s := range sinks {
 		if len(rest) == 0 {
 			break
@@ -218,8 +217,7 @@ func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
 				return false
 			}
 			if bus.Tracked(rest[i]) {
-				receipts = append(receipts, bus.ReceiptMsg(rest[i], &schemas.Receipt{Kind: schemas.Receipt_FAILED,
-					Target: c.Target, Sink: s.Name, Reason: code}))
+				receipts.Add(rest[i], &schemas.Receipt{Kind: schemas.Receipt_FAILED, Target: c.Target, Sink: s.Name, Reason: code})
 			}
 		}
 		done := len(rest)
@@ -228,8 +226,7 @@ func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
 		}
 		for i := 0; i < done; i++ {
 			if _, failed := res.Failed[i]; !failed && bus.Tracked(rest[i]) {
-				receipts = append(receipts, bus.ReceiptMsg(rest[i], &schemas.Receipt{Kind: schemas.Receipt_COMMITTED,
-					Target: c.Target, Sink: s.Name}))
+				receipts.Add(rest[i], &schemas.Receipt{Kind: schemas.Receipt_COMMITTED, Target: c.Target, Sink: s.Name})
 			}
 		}
 		if res.Err == nil {
@@ -254,9 +251,10 @@ func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
 		written += len(rest) - len(next)
 		rest = next
 	}
-	if err := c.publishReceipts(ctx, receipts); err != nil {
+	if err := c.publishReceipts(ctx, b.Id, &receipts); err != nil {
 		// The writes stand; holding the batch repeats them (at least once)
-		// and the receipts again, which the stream de-duplicates.
+		// and the receipts again, which the stream de-duplicates (the
+		// client, when a retry reports other copies).
 		c.Log.Error("receipts not stored; batch held", "target", c.Target, "err", err)
 		return false
 	}
@@ -283,11 +281,15 @@ func (c *Chain) process(ctx context.Context, msg jetstream.Msg) bool {
 	return true
 }
 
-// publishReceipts stores the receipts of tracked events and waits for
-// JetStream's acknowledgements.
-func (c *Chain) publishReceipts(ctx context.Context, msgs []*nats.Msg) error {
+// publishReceipts stores the receipts of tracked events of the batch
+// batchID, one message per receipt subject, and waits for JetStream's
+// acknowledgements.
+func (c *Chain) publishReceipts(ctx context.Context, batchID string, rs *bus.Receipts) error {
+	if rs.Len() == 0 {
+		return nil
+	}
 	var futures []jetstream.PubAckFuture
-	for _, m := range msgs {
+	for _, m := range rs.Msgs(batchID, "target."+c.Target) {
 		f, err := c.Bus.PublishAsync(ctx, m)
 		if err != nil {
 			return err
@@ -355,14 +357,13 @@ func (c *Chain) deadLetterMsg(ctx context.Context, msg jetstream.Msg, reason str
 	c.Metrics.DeadLettered(reason, 1)
 	c.Log.Warn("batch dead-lettered", "target", c.Target, "reason", reason, "err", cause)
 	if b, err := bus.Decode(msg); err == nil {
-		var receipts []*nats.Msg
+		var receipts bus.Receipts
 		for _, ev := range b.Events {
 			if bus.Tracked(ev) {
-				receipts = append(receipts, bus.ReceiptMsg(ev, &schemas.Receipt{Kind: schemas.Receipt_FAILED,
-					Target: c.Target, Reason: reason}))
+				receipts.Add(ev, &schemas.Receipt{Kind: schemas.Receipt_FAILED, Target: c.Target, Reason: reason})
 			}
 		}
-		if err := c.publishReceipts(ctx, receipts); err != nil {
+		if err := c.publishReceipts(ctx, b.Id, &receipts); err != nil {
 			c.Log.Error("receipts of a dead-lettered batch not stored", "target", c.Target, "err", err)
 		}
 	}

@@ -389,8 +389,10 @@ func TestTrackedEventsGetOneReceiptPerCopy(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		// E0's receipt goes out with the part written first, E1's with
+		// the requeued rest: a message each.
 		if info.State.Msgs < 2 || len(p.snapshot()) < 3 {
-			return fmt.Errorf("%d receipts, %d events written", info.State.Msgs, len(p.snapshot()))
+			return fmt.Errorf("%d receipt messages, %d events written", info.State.Msgs, len(p.snapshot()))
 		}
 		return nil
 	})
@@ -401,15 +403,20 @@ func TestTrackedEventsGetOneReceiptPerCopy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var rc schemas.Receipt
-		if err := proto.Unmarshal(m.Data, &rc); err != nil {
+		var rb schemas.ReceiptBatch
+		if m.Header.Get(bus.HeaderEncoding) != bus.EncodingReceipts || m.Subject != "herald.receipts.app1" {
+			t.Errorf("message %d on %s encoded %q: want a receipt batch", seq, m.Subject, m.Header.Get(bus.HeaderEncoding))
+		}
+		if err := proto.Unmarshal(m.Data, &rb); err != nil {
 			t.Fatal(err)
 		}
-		key := rc.EventId + ":" + rc.Kind.String() + ":" + rc.Target + ":" + rc.Sink
-		if got[key] {
-			t.Errorf("receipt %s reported twice", key)
+		for _, rc := range rb.Receipts {
+			key := rc.EventId + ":" + rc.Kind.String() + ":" + rc.Target + ":" + rc.Sink
+			if got[key] {
+				t.Errorf("receipt %s reported twice", key)
+			}
+			got[key] = true
 		}
-		got[key] = true
 	}
 	// E1 failed once (retryable) and was written on the retry: still one
 	// COMMITTED receipt each, none for the untracked event.
@@ -420,5 +427,45 @@ func TestTrackedEventsGetOneReceiptPerCopy(t *testing.T) {
 	}
 	if len(got) != 2 {
 		t.Errorf("receipts %v, want exactly two", got)
+	}
+}
+
+func TestABatchDeadLetteredWholeReportsItsTrackedCopiesFailedInOneMessage(t *testing.T) {
+	r := startChain(t, &memory{})
+	evs := []*schemas.Event{
+		{Id: "F0", Message: "f00", Track: "herald.receipts.app2"},
+		{Id: "F1", Message: "f01"}, // untracked: no receipt
+		{Id: "F2", Message: "f02", Track: "herald.receipts.app2"},
+	}
+	msgs, err := bus.EncodeBatches(bus.TargetSubject("log"), "stray", evs, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs[0].Header.Set(bus.HeaderSink, "gone") // not in the chain: dead-lettered whole
+	if err := r.bus.Publish(context.Background(), msgs[0]); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.bus.JS.Stream(context.Background(), bus.StreamReceipts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m *jetstream.RawStreamMsg
+	bustest.Eventually(t, 20*time.Second, 20*time.Millisecond, func() error {
+		m, err = st.GetLastMsgForSubject(context.Background(), "herald.receipts.app2")
+		return err
+	})
+	var rb schemas.ReceiptBatch
+	if err := proto.Unmarshal(m.Data, &rb); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, rc := range rb.Receipts {
+		got = append(got, rc.EventId+":"+rc.Kind.String()+":"+rc.Target+":"+rc.Reason)
+	}
+	if strings.Join(got, ",") != "F0:FAILED:log:unknown_sink,F2:FAILED:log:unknown_sink" {
+		t.Errorf("receipts %v", got)
+	}
+	if info, _ := st.Info(context.Background()); info.State.Msgs != 1 {
+		t.Errorf("%d receipt messages for one dead-lettered batch, want 1", info.State.Msgs)
 	}
 }
