@@ -62,7 +62,7 @@ e2e: build ## end-to-end tests against bin/herald
 # through the pipeline with each stage in its own process, 20 kill -9s of a random
 # stage; prints sent, delivered, lost, duplicates and the longest stall. A short
 # version (e2e/chaos_test.go) runs in `make test`.
-chaos: build ## kill -9 chaos over a million events (about 20-40 s on 2 cores)
+chaos: build ## the chaos suite: kill -9 over a million events, sink outages, reload storms, SIGTERM, a full store (about 4 min on 2 cores)
 	$(GO) test -tags chaos -count=1 -timeout 30m -v -run Chaos ./e2e/
 
 # The Go micro-benchmarks first, so that the comparison table with rsyslog,
