@@ -28,6 +28,18 @@ func (b *Bus) DeclareArchive(ctx context.Context, a config.Archive) error {
 		return nil
 	}
 	sc := archiveStreamConfig(a, b.cfg)
+	// JetStream reserves the archive's max_bytes against max_store: the
+	// work streams' budgets, declared first, make room for it (or for its
+	// growth on a reload).
+	if sc.MaxBytes > 0 && b.Server != nil {
+		var old int64
+		if s, err := b.JS.Stream(ctx, StreamArchive); err == nil {
+			old = max(s.CachedInfo().Config.MaxBytes, 0)
+		}
+		if err := b.makeRoom(ctx, sc.MaxBytes-old); err != nil {
+			return fmt.Errorf("declare stream %s: %w", StreamArchive, err)
+		}
+	}
 	if err := b.whileClusterForms(ctx, func(ctx context.Context) error {
 		_, err := b.JS.CreateOrUpdateStream(ctx, sc)
 		return err

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -24,6 +25,9 @@ type Bus struct {
 	JS     jetstream.JetStream
 	cfg    config.Bus
 	log    *slog.Logger
+	// budgets are the work streams' max_bytes under max_store that
+	// Declare set, by stream; nil without the embedded server.
+	budgets atomic.Pointer[map[string]int64]
 }
 
 // Open starts the embedded server (when cfg.URLs is empty) and connects.
@@ -157,7 +161,16 @@ func (b *Bus) ClientURL() string {
 
 // Declare creates or updates every stream and the durable consumers of the
 // given targets. It is idempotent; every process may call it.
+//
+// With the embedded server, the work streams get max_bytes budgets under
+// bus.embedded.max_store (see workBudgets); without it, a work stream keeps
+// the max_bytes it has, so that a process connected to another's server,
+// or an operator's limits on a NATS system of their own, are not undone.
 func (b *Bus) Declare(ctx context.Context, targets []string) error {
+	budgets, err := b.workBudgets(ctx, 0)
+	if err != nil {
+		return err
+	}
 	for _, s := range pipelineStreams {
 		sc := jetstream.StreamConfig{
 			Name:       s.name,
@@ -172,8 +185,9 @@ func (b *Bus) Declare(ctx context.Context, targets []string) error {
 		}
 		if s.retention == jetstream.WorkQueuePolicy {
 			// A full work stream must refuse new messages, never drop
-			// accepted ones.
+			// accepted ones (lowering max_bytes drops nothing either).
 			sc.Discard = jetstream.DiscardNew
+			sc.MaxBytes = budgets[s.name]
 		}
 		if s.name == StreamRaw {
 			// A hub takes over the raw records its edges stored.
@@ -185,6 +199,9 @@ func (b *Bus) Declare(ctx context.Context, targets []string) error {
 		}); err != nil {
 			return fmt.Errorf("declare stream %s: %w", s.name, err)
 		}
+	}
+	if b.Server != nil {
+		b.budgets.Store(&budgets)
 	}
 	forward := len(b.cfg.URLs) == 0 && b.cfg.Embedded.Leafnode.Forward
 	for _, c := range pipelineConsumers(targets) {
@@ -204,6 +221,164 @@ func (b *Bus) Declare(ctx context.Context, targets []string) error {
 		return b.declareForwarding(ctx)
 	}
 	return nil
+}
+
+// ---- Work-stream budgets ----
+//
+// JetStream refuses every write to a file stream once the server's store
+// is over max_store: not only the pipeline's, but a sink's lease renewal
+// (a key-value write) too. A stage stores its output before its input is
+// deleted, and a record grows two- to threefold once classified, so the
+// stages moving the raw records on may take the store's last byte even
+// when the receivers stopped well below the limit (max_store 128 MiB, a
+// file sink down: 32 MiB left in HERALD_RAW became 96 MiB in
+// HERALD_TARGETS). The sink then loses its lease, cannot write it again,
+// and nothing ever drains the store. No reserve kept by the receivers
+// prevents that (the stages convert whatever is queued), and a holder may
+// not keep a lease it cannot renew (once the key expired, another process
+// may take it as soon as a byte is free: two writers). So each work
+// stream gets a share of max_store as its max_bytes, and the shares leave
+// room for everything else: a full work stream refuses its writers
+// (receivers hold their senders, stages wait) while the key-value
+// buckets, dead letters and receipts still have room, and a stage's
+// output never competes with its input for the last bytes.
+
+// budgetShares are the eighths of the budgeted store each work stream
+// gets. With fused stages (the default) only HERALD_RAW and
+// HERALD_TARGETS fill while a sink is down: 3/4 of the budget buffers an
+// outage; the two others fill when stages run apart or applications
+// publish events faster than they are resolved.
+var budgetShares = map[string]int64{StreamRaw: 3, StreamEvents: 1, StreamResolved: 1, StreamTargets: 3}
+
+// StoreHeadroom is what the work-stream budgets leave of max_store for
+// the rest (lease and other key-value buckets, dead letters, receipts, an
+// archive without max_bytes): 1/16 of it, at least 8 MiB, at most 1/4.
+func StoreHeadroom(maxStore int64) int64 {
+	return min(max(maxStore/16, 8<<20), maxStore/4)
+}
+
+// minBudget is the least budget of a work stream: a few of the largest
+// messages a stage writes (four times batch.max_bytes, 1 MiB by default).
+// A smaller store gets no budgets at all, as before.
+const minBudget = 4 << 20
+
+// WorkBudgets divides maxStore, less StoreHeadroom and reserved (the
+// max_bytes of other streams, which JetStream reserves against
+// max_store), among the work streams. It returns nil when a budget would
+// be below minBudget: the store is too small to divide.
+func WorkBudgets(maxStore, reserved int64) map[string]int64 {
+	avail := maxStore - StoreHeadroom(maxStore) - max(reserved, 0)
+	out := map[string]int64{}
+	for name, eighths := range budgetShares {
+		out[name] = avail / 8 * eighths
+		if out[name] < minBudget {
+			return nil
+		}
+	}
+	return out
+}
+
+// workBudgets returns the max_bytes of each work stream: herald's budgets
+// with the embedded server, leaving extra bytes unreserved besides what
+// other streams reserve now; the streams' present max_bytes otherwise.
+func (b *Bus) workBudgets(ctx context.Context, extra int64) (map[string]int64, error) {
+	present := map[string]int64{}
+	for name := range budgetShares {
+		var sc *jetstream.StreamInfo
+		err := b.whileClusterForms(ctx, func(ctx context.Context) error {
+			s, err := b.JS.Stream(ctx, name)
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				return nil
+			}
+			if err == nil {
+				sc = s.CachedInfo()
+			}
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("declare stream %s: %w", name, err)
+		}
+		if sc != nil && sc.Config.MaxBytes > 0 {
+			present[name] = sc.Config.MaxBytes
+		}
+	}
+	if b.Server == nil {
+		return present, nil
+	}
+	c := b.Server.JetStreamConfig()
+	_, reserved, err := b.Server.JetStreamReservedResources()
+	if c == nil || c.MaxStore <= 0 || err != nil {
+		return present, nil
+	}
+	for _, n := range present {
+		reserved -= n // the work streams' own reservations are replaced
+	}
+	budgets := WorkBudgets(c.MaxStore, reserved+extra)
+	if budgets == nil {
+		b.log.Warn("bus.embedded.max_store is too small to give each work stream a budget: a full store may stop the pipeline until space is freed",
+			"max_store", c.MaxStore, "reserved_by_other_streams", reserved+extra)
+		return map[string]int64{}, nil
+	}
+	return budgets, nil
+}
+
+// makeRoom lowers the work streams' budgets so that extra more bytes of
+// max_store can be reserved by a stream declared after them (the
+// archive). Lowering max_bytes drops nothing: the work streams discard
+// new messages, never old ones.
+func (b *Bus) makeRoom(ctx context.Context, extra int64) error {
+	if b.Server == nil || extra <= 0 {
+		return nil
+	}
+	budgets, err := b.workBudgets(ctx, extra)
+	if err != nil {
+		return err
+	}
+	for name := range budgetShares {
+		err := b.whileClusterForms(ctx, func(ctx context.Context) error {
+			s, err := b.JS.Stream(ctx, name)
+			if err != nil {
+				return err
+			}
+			sc := s.CachedInfo().Config
+			if sc.MaxBytes == budgets[name] || (sc.MaxBytes <= 0 && budgets[name] == 0) {
+				return nil
+			}
+			sc.MaxBytes = budgets[name]
+			_, err = b.JS.UpdateStream(ctx, sc)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("budget of stream %s: %w", name, err)
+		}
+	}
+	b.budgets.Store(&budgets)
+	return nil
+}
+
+// Budget returns the stream a subject of the pipeline is stored in and
+// the max_bytes herald gave it under bus.embedded.max_store; 0 when it has
+// none (no embedded server, or not a work stream).
+func (b *Bus) Budget(subject string) (stream string, maxBytes int64) {
+	switch {
+	case strings.HasPrefix(subject, SubjectRawPrefix):
+		stream = StreamRaw
+	case strings.HasPrefix(subject, SubjectEventsPrefix):
+		stream = StreamEvents
+	case subject == SubjectResolved:
+		stream = StreamResolved
+	case strings.HasPrefix(subject, SubjectTargetPrefix):
+		stream = StreamTargets
+	default:
+		return "", 0
+	}
+	if b == nil || b.Server == nil {
+		return stream, 0
+	}
+	if m := b.budgets.Load(); m != nil {
+		return stream, (*m)[stream]
+	}
+	return stream, 0
 }
 
 // MaxAckPending bounds the messages one consumer has in flight. Batches of

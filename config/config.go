@@ -154,7 +154,22 @@ type Embedded struct {
 	SyncInterval string `yaml:"sync_interval"`
 	// MaxPayload is the largest message the server accepts. Default 8MiB.
 	MaxPayload Size `yaml:"max_payload"`
-	// MaxStore caps JetStream's disk use. Default 10GiB.
+	// MaxStore caps JetStream's disk use. Default 10GiB. herald divides it
+	// so that a full store never stops the pipeline for good: 1/16 of it
+	// (at least 8MiB, at most 1/4) is left for leases, other key-value
+	// buckets, dead letters and receipts, and the rest, less the
+	// archive's max_bytes, goes to the work streams as their max_bytes:
+	// 3/8 each to the raw records and the targets' queues, 1/8 each to the
+	// two in between (with every stage in one process only the first two
+	// fill, so a sink that is down can fall behind by about 70% of
+	// max_store). When a work stream is full its writers wait: receivers
+	// stop reading TCP syslog, leave RELP records unacknowledged and
+	// answer HTTP posts 503 naming the limit (log warning,
+	// herald_receiver_store_full), stages hold their input, applications'
+	// publishes are refused; everything resumes as the sink drains. Below
+	// 40MiB (plus the archive's max_bytes) there are no budgets, and a
+	// full store may stop the pipeline until space is freed. The
+	// receivers also stop at 90% of the whole store.
 	MaxStore Size `yaml:"max_store"`
 	// ServerName names this server in a cluster, supercluster or leafnode
 	// topology; unique per server, required in a cluster. Default "herald".

@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -100,10 +101,35 @@ func storeFull(b *bus.Bus, subject string, err error) error {
 		}
 	case codeStoreFailed:
 		limit = "max_bytes or max_msgs of the stream of " + subject
+		if share := budgetShare(b, subject); share != "" {
+			limit += " (" + share + ")"
+		}
 	default:
 		limit = "the JetStream account's storage limit"
 	}
 	return &storeFullError{limit: limit, cause: err}
+}
+
+// budgetShare says, when the stream of subject is at the budget herald
+// gave it under bus.embedded.max_store (see bus.WorkBudgets), which share
+// of max_store that is; "" when the stream has another limit (an
+// operator's) or none.
+func budgetShare(b *bus.Bus, subject string) string {
+	stream, budget := b.Budget(subject)
+	if budget <= 0 || b.Server == nil {
+		return ""
+	}
+	c := b.Server.JetStreamConfig()
+	if c == nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := b.JS.Stream(ctx, stream)
+	if err != nil || s.CachedInfo().Config.MaxBytes != budget {
+		return ""
+	}
+	return fmt.Sprintf("%s's share of bus.embedded.max_store: %d of %d bytes", stream, budget, c.MaxStore)
 }
 
 // storeGate tracks whether JetStream is refusing a receiver's records for
@@ -134,10 +160,14 @@ type storeGate struct {
 }
 
 // admitBelow is the share of the store's limit under which a receiver
-// stores records again after the store was full. The rest is left to the
-// stages: each needs room for its output before its input is deleted, so
-// a receiver taking every byte the sink frees would starve them, and a
-// store full of records nobody can move on never drains.
+// stores records. The rest is left to the stages: each needs room for its
+// output before its input is deleted, so a receiver taking every byte the
+// sink frees would starve them, and a store full of records nobody can
+// move on never drains. With the embedded server the raw stream's own
+// budget (bus.WorkBudgets) usually stops the receivers first, and the
+// stages' output streams have budgets of their own; this holds intake
+// when what is outside the budgets (dead letters, receipts, an archive
+// without max_bytes) fills the store.
 const admitBelow = 0.9
 
 // usageEvery bounds how often the store's usage is read.

@@ -14,6 +14,7 @@ import (
 	"github.com/herald-router/herald/actors/receiver"
 	"github.com/herald-router/herald/bus"
 	"github.com/herald-router/herald/bus/bustest"
+	"github.com/herald-router/herald/config"
 	"github.com/herald-router/herald/internal/metrics"
 	"github.com/herald-router/herald/schemas"
 )
@@ -164,4 +165,50 @@ func TestCloseGivesUpOnRecordsAFullStoreHolds(t *testing.T) {
 	if failed.Load() == 0 {
 		t.Error("the held records were not reported failed")
 	}
+}
+
+// TestARawStreamAtItsBudgetNamesItsShareOfMaxStore fills the raw stream to
+// the budget herald gave it under bus.embedded.max_store, and checks that
+// the held records' reason names that share, so an operator knows which
+// key to raise.
+func TestARawStreamAtItsBudgetNamesItsShareOfMaxStore(t *testing.T) {
+	cfg := config.Default().Bus
+	cfg.Embedded.Listen = ""
+	cfg.Embedded.DataDir = t.TempDir()
+	cfg.Embedded.MaxStore = 64 << 20
+	b, err := bus.Open(t.Context(), cfg, bustest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	if err := b.Declare(t.Context(), []string{"log"}); err != nil {
+		t.Fatal(err)
+	}
+	// Large messages first, then small ones to take what is left.
+	for _, size := range []int{256 << 10, 1 << 10} {
+		payload := []byte(strings.Repeat("x", size))
+		for i := 0; ; i++ {
+			if _, err := b.JS.Publish(t.Context(), bus.RawSubject("filler"), payload); err != nil {
+				if !receiver.IsStoreFull(err) {
+					t.Fatalf("publish %d: %v", i, err)
+				}
+				break
+			}
+		}
+	}
+	bt := receiver.NewBatcher(b, bus.RawSubject("test"), 10, 4<<10, time.Millisecond, metrics.New().Stage("receiver.test"), bustest.Logger(t))
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_ = bt.Close(cctx)
+	})
+	bt.Add(&schemas.Event{Raw: []byte(strings.Repeat("r", 8<<10))})
+	_, budget := b.Budget(bus.RawSubject("test"))
+	want := fmt.Sprintf("HERALD_RAW's share of bus.embedded.max_store: %d of %d bytes", budget, 64<<20)
+	bustest.Eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if err := bt.StoreFull(); err == nil || !strings.Contains(err.Error(), want) {
+			return fmt.Errorf("StoreFull = %v, want it to say %q", err, want)
+		}
+		return nil
+	})
 }
