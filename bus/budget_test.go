@@ -66,7 +66,7 @@ func TestFullWorkStreamsLeaveRoomForLeases(t *testing.T) {
 		t.Fatalf("the archive must fit beside the budgets: %v", err)
 	}
 	declare(t, b, 10*time.Second) // a restart or a reload: the same budgets
-	want := bus.WorkBudgets(maxStore, archive)
+	want := bus.WorkBudgets(maxStore, archive+bus.DLQBytes(maxStore)+bus.ReceiptBytes(maxStore))
 	for name, n := range want {
 		s, err := b.JS.Stream(ctx, name)
 		if err != nil {
@@ -128,5 +128,56 @@ func TestFullWorkStreamsLeaveRoomForLeases(t *testing.T) {
 		if got := s.CachedInfo().Config.MaxBytes; got != n {
 			t.Errorf("after a Declare without the embedded server, %s max_bytes = %d, want %d kept", name, got, n)
 		}
+	}
+}
+
+// TestDeadLettersAndReceiptsAreBoundedUnderMaxStore: the retained streams
+// get their part of the headroom; a full dead-letter stream refuses new
+// letters and keeps the old ones, a full receipts stream drops its oldest.
+func TestDeadLettersAndReceiptsAreBoundedUnderMaxStore(t *testing.T) {
+	const maxStore = 128 << 20
+	cfg := busConfig(t)
+	cfg.Embedded.MaxStore = maxStore
+	b := openBus(t, cfg)
+	declare(t, b, 10*time.Second)
+	ctx := t.Context()
+	for _, c := range []struct {
+		stream  string
+		bytes   int64
+		discard jetstream.DiscardPolicy
+	}{
+		{bus.StreamDLQ, bus.DLQBytes(maxStore), jetstream.DiscardNew},
+		{bus.StreamReceipts, bus.ReceiptBytes(maxStore), jetstream.DiscardOld},
+	} {
+		s, err := b.JS.Stream(ctx, c.stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sc := s.CachedInfo().Config; sc.MaxBytes != c.bytes || sc.Discard != c.discard {
+			t.Errorf("%s: max_bytes %d, discard %v; want %d, %v", c.stream, sc.MaxBytes, sc.Discard, c.bytes, c.discard)
+		}
+	}
+
+	payload := []byte(strings.Repeat("x", 256<<10))
+	first, err := b.JS.Publish(ctx, bus.DLQSubject("test"), payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := false
+	for i := 0; i < maxStore/len(payload); i++ {
+		if _, err := b.JS.Publish(ctx, bus.DLQSubject("test"), payload); err != nil {
+			refused = true
+			break
+		}
+	}
+	if !refused {
+		t.Fatal("the dead-letter stream took more than its bound")
+	}
+	s, err := b.JS.Stream(ctx, bus.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetMsg(ctx, first.Sequence); err != nil {
+		t.Fatalf("the first dead letter is gone once the stream is full: %v", err)
 	}
 }

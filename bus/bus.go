@@ -189,6 +189,22 @@ func (b *Bus) Declare(ctx context.Context, targets []string) error {
 			sc.Discard = jetstream.DiscardNew
 			sc.MaxBytes = budgets[s.name]
 		}
+		if ms := b.embeddedMaxStore(); ms > 0 {
+			// The retained streams get their part of the headroom the
+			// budgets leave: without a bound, receipts of a steady tracked
+			// load (an hour of them) or a flood of dead letters would fill
+			// max_store and stop every write, leases included.
+			switch s.name {
+			case StreamDLQ:
+				// Full: a dead letter is refused and its batch held, never
+				// an old dead letter dropped.
+				sc.MaxBytes, sc.Discard = DLQBytes(ms), jetstream.DiscardNew
+			case StreamReceipts:
+				// Full: the oldest receipts go; a client that is connected
+				// has had them already.
+				sc.MaxBytes = ReceiptBytes(ms)
+			}
+		}
 		if s.name == StreamRaw {
 			// A hub takes over the raw records its edges stored.
 			sc.Sources = edgeSources(b.cfg.EdgeDomains)
@@ -255,6 +271,25 @@ var budgetShares = map[string]int64{StreamRaw: 3, StreamEvents: 1, StreamResolve
 // archive without max_bytes): 1/16 of it, at least 8 MiB, at most 1/4.
 func StoreHeadroom(maxStore int64) int64 {
 	return min(max(maxStore/16, 8<<20), maxStore/4)
+}
+
+// DLQBytes is HERALD_DLQ's max_bytes under max_store: half the headroom.
+func DLQBytes(maxStore int64) int64 { return StoreHeadroom(maxStore) / 2 }
+
+// ReceiptBytes is HERALD_RECEIPTS' max_bytes under max_store: a quarter
+// of the headroom.
+func ReceiptBytes(maxStore int64) int64 { return StoreHeadroom(maxStore) / 4 }
+
+// embeddedMaxStore is the embedded server's JetStream max_store; 0 without
+// one (an external system keeps the limits its operator set).
+func (b *Bus) embeddedMaxStore() int64 {
+	if b.Server == nil {
+		return 0
+	}
+	if c := b.Server.JetStreamConfig(); c != nil && c.MaxStore > 0 {
+		return c.MaxStore
+	}
+	return 0
 }
 
 // minBudget is the least budget of a work stream: a few of the largest

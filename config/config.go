@@ -157,7 +157,10 @@ type Embedded struct {
 	// MaxStore caps JetStream's disk use. Default 10GiB. herald divides it
 	// so that a full store never stops the pipeline for good: 1/16 of it
 	// (at least 8MiB, at most 1/4) is left for leases, other key-value
-	// buckets, dead letters and receipts, and the rest, less the
+	// buckets, dead letters (half of it, as HERALD_DLQ's max_bytes: when
+	// it is full a new dead letter is refused and its batch waits, none
+	// is dropped) and receipts (a quarter: the oldest go first), and the
+	// rest, less the
 	// archive's max_bytes, goes to the work streams as their max_bytes:
 	// 3/8 each to the raw records and the targets' queues, 1/8 each to the
 	// two in between (with every stage in one process only the first two
