@@ -49,8 +49,9 @@ func TestStatusShowsTheBusStreamsConsumersAndTheSinksLeaseHolder(t *testing.T) {
 		for _, want := range []*regexp.Regexp{
 			regexp.MustCompile(fmt.Sprintf(`(?m)^  url +nats://127\.0\.0\.1:%d$`, natsPort)),
 			regexp.MustCompile(`(?m)^streams$`),
-			regexp.MustCompile(`(?m)^  HERALD_RAW +\d+ +\d+ +1 +1 +-$`),
-			regexp.MustCompile(`(?m)^  HERALD_TARGETS +\d+ +\d+ +1 +1 +-$`),
+			// The work streams carry their share of max_store as LIMIT.
+			regexp.MustCompile(`(?m)^  HERALD_RAW +\d+ +\d+ +[1-9]\d* +1 +1 +- +-$`),
+			regexp.MustCompile(`(?m)^  HERALD_TARGETS +\d+ +\d+ +[1-9]\d* +1 +1 +- +-$`),
 			regexp.MustCompile(`(?m)^consumers$`),
 			regexp.MustCompile(`(?m)^  HERALD_RAW +classifier +\d+ +\d+ +\d+$`),
 			regexp.MustCompile(`(?m)^  HERALD_TARGETS +sink-log +\d+ +\d+ +\d+$`),

@@ -109,12 +109,17 @@ type busStatus struct {
 }
 
 type streamStatus struct {
-	Name      string `json:"name"`
-	Messages  uint64 `json:"messages"`
-	Bytes     uint64 `json:"bytes"`
-	Consumers int    `json:"consumers"`
-	Replicas  int    `json:"replicas"`
-	Leader    string `json:"leader,omitempty"`
+	Name     string `json:"name"`
+	Messages uint64 `json:"messages"`
+	Bytes    uint64 `json:"bytes"`
+	// MaxBytes is the stream's size limit (the work streams' share of
+	// bus.embedded.max_store); 0: none of its own.
+	MaxBytes  int64 `json:"max_bytes"`
+	Consumers int   `json:"consumers"`
+	Replicas  int   `json:"replicas"`
+	// Cluster is the cluster the stream's replicas are in (bus.placement).
+	Cluster string `json:"cluster,omitempty"`
+	Leader  string `json:"leader,omitempty"`
 }
 
 type consumerStatus struct {
@@ -154,9 +159,9 @@ func collectStatus(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, c
 	streams := js.ListStreams(ctx)
 	for si := range streams.Info() {
 		ss := streamStatus{Name: si.Config.Name, Messages: si.State.Msgs, Bytes: si.State.Bytes,
-			Consumers: si.State.Consumers, Replicas: si.Config.Replicas}
+			MaxBytes: max(si.Config.MaxBytes, 0), Consumers: si.State.Consumers, Replicas: si.Config.Replicas}
 		if si.Cluster != nil {
-			ss.Leader = si.Cluster.Leader
+			ss.Cluster, ss.Leader = si.Cluster.Name, si.Cluster.Leader
 		}
 		st.Streams = append(st.Streams, ss)
 	}
@@ -294,9 +299,13 @@ func (st *status) render(w io.Writer) error {
 	}
 	u := strconv.FormatUint
 	fmt.Fprintln(tw, "streams")
-	p("STREAM", "MESSAGES", "BYTES", "CONSUMERS", "REPLICAS", "LEADER")
+	p("STREAM", "MESSAGES", "BYTES", "LIMIT", "CONSUMERS", "REPLICAS", "CLUSTER", "LEADER")
 	for _, s := range st.Streams {
-		p(s.Name, u(s.Messages, 10), u(s.Bytes, 10), strconv.Itoa(s.Consumers), strconv.Itoa(s.Replicas), dash(s.Leader))
+		limit := "-"
+		if s.MaxBytes > 0 {
+			limit = strconv.FormatInt(s.MaxBytes, 10)
+		}
+		p(s.Name, u(s.Messages, 10), u(s.Bytes, 10), limit, strconv.Itoa(s.Consumers), strconv.Itoa(s.Replicas), dash(s.Cluster), dash(s.Leader))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
