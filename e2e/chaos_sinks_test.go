@@ -227,16 +227,9 @@ func runSinkChaos(t *testing.T, p sinkChaosParams) {
 
 	natsPort, metricsPort, syslogPort := freePort(t), freePort(t), freePort(t)
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
-	var b bytes.Buffer
-	if err := sinkChaosConfig.Execute(&b, sinkChaosConfigParams{NATSPort: natsPort, MetricsPort: metricsPort,
+	cfg := writeTemplate(t, dir, sinkChaosConfig, sinkChaosConfigParams{NATSPort: natsPort, MetricsPort: metricsPort,
 		SyslogPort: syslogPort, RELPPort: rs.RELP, DSN: pg.DSNWithoutPassword(), PGPasswordFile: pg.PasswordFile(),
-		XMPPServer: xs.Addr(), XMPPPasswordFile: xs.PasswordFile(t), CAFile: xs.CAFile, Node: node}); err != nil {
-		t.Fatalf("config template: %v", err)
-	}
-	cfg := filepath.Join(dir, "herald.yaml")
-	if err := os.WriteFile(cfg, b.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+		XMPPServer: xs.Addr(), XMPPPasswordFile: xs.PasswordFile(t), CAFile: xs.CAFile, Node: node})
 	h := startHerald(t, "herald", cfg, metricsPort)
 	h.waitReady(30 * time.Second)
 

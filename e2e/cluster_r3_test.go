@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -51,23 +50,6 @@ sinks:
     path: {{.SinkPath}}
     format: json
 `))
-
-// writeTemplate executes tmpl with data into dir/herald.yaml.
-func writeTemplate(t *testing.T, dir string, tmpl *template.Template, data any) string {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	if err := tmpl.Execute(&b, data); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "herald.yaml")
-	if err := os.WriteFile(cfg, b.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
 
 // sendPacedCounted sends lines from, from+step, ... below to over one TCP
 // connection at about perSec lines a second, adding each line written to
@@ -118,16 +100,9 @@ func TestR3ClusterWithTwoProcessesPerStageLosesNoEventWhenANATSNodeAndAStageProc
 
 	// Three processes whose only job is a NATS node (--stages none): the
 	// nodes can then be killed apart from the stage processes.
-	var nodes []clusterNode
-	var routes []string
-	for i := range 3 {
-		n := clusterNode{Name: fmt.Sprintf("nats-%d", i+1), NATSPort: freePort(t), RoutePort: freePort(t), MetricsPort: freePort(t)}
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", n.RoutePort))
-		nodes = append(nodes, n)
-	}
+	nodes := clusterNodes(t, "nats")
 	var nodeProcs []*proc
 	for _, n := range nodes {
-		n.Routes = strings.Join(routes, ", ")
 		cfg := writeTemplate(t, filepath.Join(base, n.Name), clusterTemplate, n)
 		nodeProcs = append(nodeProcs, startHerald(t, n.Name, cfg, n.MetricsPort, "--stages", "none"))
 	}
@@ -193,16 +168,7 @@ func TestR3ClusterWithTwoProcessesPerStageLosesNoEventWhenANATSNodeAndAStageProc
 	for i := range total {
 		expected[fmt.Sprintf("tcp-0-%06d", i)] = true
 	}
-	sink := newSinkFile(sinkPath, func(line []byte) (string, error) {
-		var ev sinkLine
-		if err := json.Unmarshal(line, &ev); err != nil {
-			return "", err
-		}
-		if k := syslogKey.FindString(ev.Message); k != "" {
-			return k, nil
-		}
-		return "", fmt.Errorf("no key in message %q", ev.Message)
-	})
+	sink := newSinkFile(sinkPath, jsonKey)
 	survivors := []*proc{nodeProcs[0], nodeProcs[1]}
 	for _, s := range stages {
 		if s.proc != killedStage {

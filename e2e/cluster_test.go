@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -56,16 +55,27 @@ sinks:
     format: json
 `))
 
-func TestThreeHeraldsInOneNATSClusterDeliverEveryLineWhenOneIsKilled(t *testing.T) {
-	const total = 20000
-	start := time.Now()
+// clusterNodes returns the three nodes of a cluster, named prefix-1 to
+// prefix-3, each with its own ports and every node's route.
+func clusterNodes(t testing.TB, prefix string) []clusterNode {
+	t.Helper()
 	var nodes []clusterNode
 	var routes []string
 	for i := range 3 {
-		n := clusterNode{Name: fmt.Sprintf("herald-%d", i+1), NATSPort: freePort(t), RoutePort: freePort(t), MetricsPort: freePort(t)}
+		n := clusterNode{Name: fmt.Sprintf("%s-%d", prefix, i+1), NATSPort: freePort(t), RoutePort: freePort(t), MetricsPort: freePort(t)}
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", n.RoutePort))
 		nodes = append(nodes, n)
 	}
+	for i := range nodes {
+		nodes[i].Routes = strings.Join(routes, ", ")
+	}
+	return nodes
+}
+
+func TestThreeHeraldsInOneNATSClusterDeliverEveryLineWhenOneIsKilled(t *testing.T) {
+	const total = 20000
+	start := time.Now()
+	nodes := clusterNodes(t, "herald")
 	nodes[0].SyslogPort = freePort(t)
 	// A takes syslog in, B writes the file, C only works in the middle
 	// stages, and is the one killed: its NATS node dies with it.
@@ -73,20 +83,8 @@ func TestThreeHeraldsInOneNATSClusterDeliverEveryLineWhenOneIsKilled(t *testing.
 	var procs []*proc
 	var dirs []string
 	for i, n := range nodes {
-		n.Routes = strings.Join(routes, ", ")
-		dir := filepath.Join(t.TempDir(), n.Name)
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			t.Fatal(err)
-		}
-		var b bytes.Buffer
-		if err := clusterTemplate.Execute(&b, n); err != nil {
-			t.Fatal(err)
-		}
-		cfg := filepath.Join(dir, "herald.yaml")
-		if err := os.WriteFile(cfg, b.Bytes(), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		dirs = append(dirs, dir)
+		cfg := writeTemplate(t, filepath.Join(t.TempDir(), n.Name), clusterTemplate, n)
+		dirs = append(dirs, filepath.Dir(cfg))
 		procs = append(procs, startHerald(t, n.Name, cfg, n.MetricsPort, "--stages", stages[i]))
 	}
 	// Each waits for the cluster's meta leader before it declares the
@@ -101,16 +99,7 @@ func TestThreeHeraldsInOneNATSClusterDeliverEveryLineWhenOneIsKilled(t *testing.
 	for i := range total {
 		expected[fmt.Sprintf("tcp-0-%06d", i)] = true
 	}
-	sink := newSinkFile(filepath.Join(dirs[1], "out", "events.jsonl"), func(line []byte) (string, error) {
-		var ev sinkLine
-		if err := json.Unmarshal(line, &ev); err != nil {
-			return "", err
-		}
-		if k := syslogKey.FindString(ev.Message); k != "" {
-			return k, nil
-		}
-		return "", fmt.Errorf("no key in message %q", ev.Message)
-	})
+	sink := newSinkFile(filepath.Join(dirs[1], "out", "events.jsonl"), jsonKey)
 	alive := func() {
 		for _, p := range []*proc{a, b} {
 			if p.exited() {
@@ -217,46 +206,21 @@ sinks:
     format: json
 `))
 
-func writeLeafConfig(t *testing.T, p leafParams) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), p.Name)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	if err := leafTemplate.Execute(&b, p); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "herald.yaml")
-	if err := os.WriteFile(cfg, b.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
 func TestABranchKeepsAcceptingWhileItsHubIsDownAndTheHubDeliversEverythingWhenItReturns(t *testing.T) {
 	const perPhase = 2000
 	start := time.Now()
 	leaf := freePort(t)
 	hubP := leafParams{Name: "hub", NATSPort: freePort(t), LeafPort: leaf, MetricsPort: freePort(t)}
 	branchP := leafParams{Name: "branch1", NATSPort: freePort(t), LeafPort: leaf, MetricsPort: freePort(t), SyslogPort: freePort(t)}
-	hubCfg, branchCfg := writeLeafConfig(t, hubP), writeLeafConfig(t, branchP)
+	hubCfg := writeTemplate(t, filepath.Join(t.TempDir(), hubP.Name), leafTemplate, hubP)
+	branchCfg := writeTemplate(t, filepath.Join(t.TempDir(), branchP.Name), leafTemplate, branchP)
 	hub := startHerald(t, "hub", hubCfg, hubP.MetricsPort)
 	branch := startHerald(t, "branch1", branchCfg, branchP.MetricsPort, "--stages", "receiver")
 	hub.waitReady(20 * time.Second)
 	branch.waitReady(20 * time.Second)
 
 	expected := map[string]bool{}
-	sink := newSinkFile(filepath.Join(filepath.Dir(hubCfg), "out", "events.jsonl"), func(line []byte) (string, error) {
-		var ev sinkLine
-		if err := json.Unmarshal(line, &ev); err != nil {
-			return "", err
-		}
-		if k := syslogKey.FindString(ev.Message); k != "" {
-			return k, nil
-		}
-		return "", fmt.Errorf("no key in message %q", ev.Message)
-	})
+	sink := newSinkFile(filepath.Join(filepath.Dir(hubCfg), "out", "events.jsonl"), jsonKey)
 	waitAll := func(within time.Duration) {
 		t.Helper()
 		eventually(t, within, 20*time.Millisecond, func() error {

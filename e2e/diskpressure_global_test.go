@@ -86,15 +86,8 @@ func TestAFullMaxStoreHoldsIntakeAndDrainsOnceTheSinkIsBack(t *testing.T) {
 	const leaseTTL = 2 * time.Second
 	ports := map[string]int{"NATSPort": freePort(t), "MetricsPort": freePort(t), "SyslogPort": freePort(t),
 		"HTTPPort": freePort(t)}
-	var cfg bytes.Buffer
-	if err := globalStoreConfig.Execute(&cfg, map[string]any{"NATSPort": ports["NATSPort"], "MetricsPort": ports["MetricsPort"],
-		"SyslogPort": ports["SyslogPort"], "HTTPPort": ports["HTTPPort"], "MaxStore": maxStore}); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	cfgPath := filepath.Join(dir, "herald.yaml")
-	if err := os.WriteFile(cfgPath, cfg.Bytes(), 0o600); err != nil {
-		t.Fatalf("write config: %v", err)
-	}
+	cfgPath := writeTemplate(t, dir, globalStoreConfig, map[string]any{"NATSPort": ports["NATSPort"], "MetricsPort": ports["MetricsPort"],
+		"SyslogPort": ports["SyslogPort"], "HTTPPort": ports["HTTPPort"], "MaxStore": maxStore})
 	h := startHerald(t, "herald", cfgPath, ports["MetricsPort"])
 	h.waitReady(30 * time.Second)
 	js := storeClient(t, fmt.Sprintf("nats://127.0.0.1:%d", ports["NATSPort"]))

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -80,14 +79,7 @@ func TestAFullStoreHoldsIntakeVisiblyAndLosesNothing(t *testing.T) {
 	dir := t.TempDir()
 	ports := map[string]int{"NATSPort": freePort(t), "MetricsPort": freePort(t), "SyslogPort": freePort(t),
 		"HTTPPort": freePort(t), "RELPInPort": freePort(t), "RELPOutPort": rs.RELP}
-	var cfg bytes.Buffer
-	if err := diskPressureConfig.Execute(&cfg, ports); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	cfgPath := filepath.Join(dir, "herald.yaml")
-	if err := os.WriteFile(cfgPath, cfg.Bytes(), 0o600); err != nil {
-		t.Fatalf("write config: %v", err)
-	}
+	cfgPath := writeTemplate(t, dir, diskPressureConfig, ports)
 	h := startHerald(t, "herald", cfgPath, ports["MetricsPort"])
 	h.waitReady(30 * time.Second)
 	const streamLimit = 1 << 20

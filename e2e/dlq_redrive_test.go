@@ -141,15 +141,8 @@ func TestEventsPostgreSQLRefusesAreDeadLetteredThenRedrivenOnceAfterTheFix(t *te
 
 	dir := t.TempDir()
 	metricsPort, syslogPort := freePort(t), freePort(t)
-	var b bytes.Buffer
-	if err := dlqRedriveConfig.Execute(&b, map[string]any{"NATSPort": freePort(t), "MetricsPort": metricsPort,
-		"SyslogPort": syslogPort, "DSN": srv.DSNWithoutPassword(), "PasswordFile": srv.PasswordFile()}); err != nil {
-		t.Fatalf("config template: %v", err)
-	}
-	cfg := filepath.Join(dir, "herald.yaml")
-	if err := os.WriteFile(cfg, b.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeTemplate(t, dir, dlqRedriveConfig, map[string]any{"NATSPort": freePort(t), "MetricsPort": metricsPort,
+		"SyslogPort": syslogPort, "DSN": srv.DSNWithoutPassword(), "PasswordFile": srv.PasswordFile()})
 	h := startHerald(t, "herald", cfg, metricsPort)
 	h.waitReady(30 * time.Second)
 	t.Logf("PostgreSQL and herald ready after %s", time.Since(start).Round(time.Millisecond))

@@ -62,18 +62,7 @@ func newELAPIHerald(t *testing.T, syslogPort int) *elapiHerald {
 	t.Helper()
 	h := &elapiHerald{dir: t.TempDir(), natsPort: freePort(t), metrics: freePort(t)}
 	h.url = fmt.Sprintf("nats://127.0.0.1:%d", h.natsPort)
-	h.cfg = filepath.Join(h.dir, "herald.yaml")
-	f, err := os.Create(h.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = elapiConfig.Execute(f, map[string]int{"NATSPort": h.natsPort, "MetricsPort": h.metrics, "SyslogPort": syslogPort})
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatalf("write config: %v", err)
-	}
+	h.cfg = writeTemplate(t, h.dir, elapiConfig, map[string]int{"NATSPort": h.natsPort, "MetricsPort": h.metrics, "SyslogPort": syslogPort})
 	return h
 }
 

@@ -2,12 +2,10 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -196,15 +194,8 @@ func TestFailoverChainLosesNothingAndRevivedSinkTakesOver(t *testing.T) {
 	srv := pgtest.Start(t)
 	t.Logf("PostgreSQL started at %s", time.Since(start).Round(time.Millisecond))
 	metricsPort, syslogPort := freePort(t), freePort(t)
-	var b bytes.Buffer
-	if err := failoverConfigTemplate.Execute(&b, failoverConfigParams{NATSPort: freePort(t), MetricsPort: metricsPort,
-		SyslogPort: syslogPort, DSN: srv.DSNWithoutPassword(), PasswordFile: srv.PasswordFile()}); err != nil {
-		t.Fatalf("config template: %v", err)
-	}
-	cfg := filepath.Join(dir, "herald.yaml")
-	if err := os.WriteFile(cfg, b.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeTemplate(t, dir, failoverConfigTemplate, failoverConfigParams{NATSPort: freePort(t), MetricsPort: metricsPort,
+		SyslogPort: syslogPort, DSN: srv.DSNWithoutPassword(), PasswordFile: srv.PasswordFile()})
 	pg := &pgRun{t: t, srv: srv}
 	t.Cleanup(func() {
 		if pg.conn != nil {

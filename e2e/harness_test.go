@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -139,9 +140,19 @@ func writeConfig(t testing.TB, dir string, p configParams) string {
 	if p.SinkPath == "" {
 		p.SinkPath = "out/events.jsonl"
 	}
+	return writeTemplate(t, dir, configTemplate, p)
+}
+
+// writeTemplate executes tmpl with data into dir/herald.yaml, creating dir
+// if needed, and returns the file's path.
+func writeTemplate(t testing.TB, dir string, tmpl *template.Template, data any) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatalf("config folder: %v", err)
+	}
 	var b bytes.Buffer
-	if err := configTemplate.Execute(&b, p); err != nil {
-		t.Fatalf("config template: %v", err)
+	if err := tmpl.Execute(&b, data); err != nil {
+		t.Fatalf("config template %q: %v", tmpl.Name(), err)
 	}
 	path := filepath.Join(dir, "herald.yaml")
 	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
@@ -302,6 +313,18 @@ func (p *proc) metric(series string) (float64, error) {
 		}
 	}
 	return 0, sc.Err()
+}
+
+// jsonKey is the syslog key of a line of a JSON file sink.
+func jsonKey(line []byte) (string, error) {
+	var ev sinkLine
+	if err := json.Unmarshal(line, &ev); err != nil {
+		return "", err
+	}
+	if k := syslogKey.FindString(ev.Message); k != "" {
+		return k, nil
+	}
+	return "", fmt.Errorf("no key in message %q", ev.Message)
 }
 
 // sinkFile reads a file sink's output as it grows, counting each event by

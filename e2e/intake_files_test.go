@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"text/template"
 	"time"
 )
 
@@ -26,20 +27,15 @@ type filesParams struct {
 
 // filesConfig has a file receiver following logs/app.log, an HTTP
 // receiver and a JSON file sink.
-func writeFilesConfig(t *testing.T, dir string, p filesParams) string {
-	t.Helper()
-	if p.MaxInFlight == 0 {
-		p.MaxInFlight = 64
-	}
-	cfg := fmt.Sprintf(`# written by herald's e2e intake tests
+var filesConfig = template.Must(template.New("files").Parse(`# written by herald's e2e intake tests
 log: {level: info, format: text}
 bus:
   embedded:
-    listen: 127.0.0.1:%d
+    listen: 127.0.0.1:{{.NATSPort}}
     data_dir: nats
   ack_wait: 10s
 metrics:
-  listen: 127.0.0.1:%d
+  listen: 127.0.0.1:{{.MetricsPort}}
 shutdown_timeout: 60s
 receivers:
   files:
@@ -50,8 +46,8 @@ receivers:
     commit_interval: 200ms
   web:
     type: http
-    listen: 127.0.0.1:%d
-    max_in_flight: %d
+    listen: 127.0.0.1:{{.HTTPPort}}
+    max_in_flight: {{.MaxInFlight}}
     token: e2e-token
 targets:
   log:
@@ -62,15 +58,17 @@ sinks:
     type: file
     path: out/events.jsonl
     format: json
-`, p.NATSPort, p.MetricsPort, p.HTTPPort, p.MaxInFlight)
-	path := filepath.Join(dir, "herald.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatalf("write config: %v", err)
+`))
+
+func writeFilesConfig(t *testing.T, dir string, p filesParams) string {
+	t.Helper()
+	if p.MaxInFlight == 0 {
+		p.MaxInFlight = 64
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o750); err != nil {
 		t.Fatal(err)
 	}
-	return path
+	return writeTemplate(t, dir, filesConfig, p)
 }
 
 // filesEvent is the part of a sink line these tests look at.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -60,19 +59,6 @@ targets:
 sinks:
   events: {type: file, path: out/events.jsonl, format: json}
 `))
-
-func writeNetConfig(t testing.TB, dir string, c netConfig) string {
-	t.Helper()
-	var b bytes.Buffer
-	if err := netTemplate.Execute(&b, c); err != nil {
-		t.Fatalf("config template: %v", err)
-	}
-	path := filepath.Join(dir, "herald.yaml")
-	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
-		t.Fatalf("write config: %v", err)
-	}
-	return path
-}
 
 var netKey = regexp.MustCompile(`\bk-[a-z0-9]+-\d+\b`)
 
@@ -169,7 +155,7 @@ func TestLoggerOverTCPUDPAndUnixSocketsArrivesOnce(t *testing.T) {
 	dir := t.TempDir()
 	c := netConfig{NATSPort: freePort(t), MetricsPort: freePort(t), Syslog: freePort(t),
 		Unix: filepath.Join(dir, "log"), UnixStream: filepath.Join(dir, "log.stream")}
-	h := startHerald(t, "herald", writeNetConfig(t, dir, c), c.MetricsPort)
+	h := startHerald(t, "herald", writeTemplate(t, dir, netTemplate, c), c.MetricsPort)
 	h.waitReady(30 * time.Second)
 	host, err := os.Hostname()
 	if err != nil {
@@ -240,7 +226,7 @@ func netRsyslogLines(sender string, first, n int, at time.Time, bsd bool) (lines
 func TestRsyslogForwardsOverOctetCountedTCPAndRELP(t *testing.T) {
 	dir := t.TempDir()
 	c := netConfig{NATSPort: freePort(t), MetricsPort: freePort(t), Syslog: freePort(t), RELP: freePort(t)}
-	h := startHerald(t, "herald", writeNetConfig(t, dir, c), c.MetricsPort)
+	h := startHerald(t, "herald", writeTemplate(t, dir, netTemplate, c), c.MetricsPort)
 	h.waitReady(30 * time.Second)
 	omfwd := rsyslogtest.StartSender(t, fmt.Sprintf(`action(type="omfwd" target="127.0.0.1" port="%d" protocol="tcp" TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format")`, c.Syslog))
 	omrelp := rsyslogtest.StartSender(t, fmt.Sprintf(`action(type="omrelp" target="127.0.0.1" port="%d" windowSize="1024")`, c.RELP), "omrelp")
@@ -276,7 +262,7 @@ func TestRsyslogForwardsOverOctetCountedTCPAndRELP(t *testing.T) {
 func TestRELPSenderLosesNothingWhenHeraldIsKilled(t *testing.T) {
 	dir := t.TempDir()
 	c := netConfig{NATSPort: freePort(t), MetricsPort: freePort(t), RELP: freePort(t)}
-	cfg := writeNetConfig(t, dir, c)
+	cfg := writeTemplate(t, dir, netTemplate, c)
 	h := startHerald(t, "herald-1", cfg, c.MetricsPort)
 	h.waitReady(30 * time.Second)
 	sender := rsyslogtest.StartSender(t, fmt.Sprintf(`action(type="omrelp" target="127.0.0.1" port="%d" windowSize="1024" action.resumeRetryCount="-1" action.resumeInterval="1")`, c.RELP), "omrelp")

@@ -2,11 +2,8 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -61,22 +58,10 @@ sinks:
 
 func writeLeaseConfig(t testing.TB, name string, p leaseParams) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), name)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		t.Fatal(err)
-	}
 	if p.LeaseTTL == "" {
 		p.LeaseTTL = e2eLeaseTTL.String()
 	}
-	var b bytes.Buffer
-	if err := leaseConfigTemplate.Execute(&b, p); err != nil {
-		t.Fatalf("config template: %v", err)
-	}
-	path := filepath.Join(dir, "herald.yaml")
-	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return writeTemplate(t, filepath.Join(t.TempDir(), name), leaseConfigTemplate, p)
 }
 
 // e2eLeaseTTL is bus.lease_ttl in these tests.
@@ -225,16 +210,7 @@ func TestAKilledFileSinkHolderIsTakenOverWithoutLossOrTwoWriters(t *testing.T) {
 	}
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- sendPaced(fmt.Sprintf("127.0.0.1:%d", syslogPort), total, rate, stamp) }()
-	sink := newSinkFile(sinkPath, func(line []byte) (string, error) {
-		var ev sinkLine
-		if err := json.Unmarshal(line, &ev); err != nil {
-			return "", err
-		}
-		if k := syslogKey.FindString(ev.Message); k != "" {
-			return k, nil
-		}
-		return "", fmt.Errorf("no key in message %q", ev.Message)
-	})
+	sink := newSinkFile(sinkPath, jsonKey)
 	eventually(t, 30*time.Second, 10*time.Millisecond, func() error {
 		if err := sink.poll(); err != nil {
 			return err

@@ -2,12 +2,9 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"text/template"
 	"time"
@@ -67,16 +64,8 @@ func startPGRun(t *testing.T, total int) (*pgRun, *proc) {
 	t.Helper()
 	dir := t.TempDir()
 	r := &pgRun{t: t, srv: pgtest.Start(t), metrics: freePort(t), syslog: freePort(t), expected: map[string]bool{}}
-	var b bytes.Buffer
-	err := pgConfigTemplate.Execute(&b, pgConfigParams{NATSPort: freePort(t), MetricsPort: r.metrics, SyslogPort: r.syslog,
+	r.cfg = writeTemplate(t, dir, pgConfigTemplate, pgConfigParams{NATSPort: freePort(t), MetricsPort: r.metrics, SyslogPort: r.syslog,
 		DSN: r.srv.DSNWithoutPassword(), PasswordFile: r.srv.PasswordFile()})
-	if err != nil {
-		t.Fatalf("config template: %v", err)
-	}
-	r.cfg = filepath.Join(dir, "herald.yaml")
-	if err := os.WriteFile(r.cfg, b.Bytes(), 0o600); err != nil {
-		t.Fatalf("write config: %v", err)
-	}
 	stamp := time.Now().Format(time.Stamp)
 	for i := range total {
 		line, msg := syslogLine("tcp", 0, i, stamp)

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -39,18 +38,6 @@ func sendSyslog(t *testing.T, port, conn, from, to int) map[string]bool {
 		t.Fatalf("send: %v", err)
 	}
 	return keys
-}
-
-// jsonKey is the syslog key of a line of a JSON file sink.
-func jsonKey(line []byte) (string, error) {
-	var ev sinkLine
-	if err := json.Unmarshal(line, &ev); err != nil {
-		return "", err
-	}
-	if k := syslogKey.FindString(ev.Message); k != "" {
-		return k, nil
-	}
-	return "", fmt.Errorf("no key in message %q", ev.Message)
 }
 
 // waitExactly waits until sink holds exactly the keys of want, once each.

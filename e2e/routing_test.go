@@ -2,13 +2,11 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -351,14 +349,7 @@ func TestThreeTargetsWithMasksAndFiltersEachGetExactlyTheirEvents(t *testing.T) 
 	start := time.Now()
 	dir := t.TempDir()
 	natsPort, metricsPort, syslogPort := freePort(t), freePort(t), freePort(t)
-	var b bytes.Buffer
-	if err := routingConfigTemplate.Execute(&b, routingConfigParams{NATSPort: natsPort, MetricsPort: metricsPort, SyslogPort: syslogPort}); err != nil {
-		t.Fatalf("config template: %v", err)
-	}
-	cfg := filepath.Join(dir, "herald.yaml")
-	if err := os.WriteFile(cfg, b.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeTemplate(t, dir, routingConfigTemplate, routingConfigParams{NATSPort: natsPort, MetricsPort: metricsPort, SyslogPort: syslogPort})
 	if code, stdout, stderr := runCommand(t, dir, 20*time.Second, "check", "--config", cfg); code != 0 {
 		t.Fatalf("herald check refuses the test's config (exit %d): %s%s", code, stdout, stderr)
 	}

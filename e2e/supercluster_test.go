@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,23 +60,6 @@ sinks:
     format: json
 `))
 
-func writeSuperConfig(t *testing.T, n superNode) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), n.Cluster)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	if err := superTemplate.Execute(&b, n); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "herald.yaml")
-	if err := os.WriteFile(cfg, b.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
 // Events enter in cluster a and are written by the sink in cluster b.
 //
 // Where the streams live: in cluster a (bus.placement.cluster: a, the same
@@ -96,7 +78,8 @@ func TestEventsEnteringOneClusterOfASuperclusterAreWrittenOnceBySinksInTheOther(
 		MetricsPort: freePort(t), SyslogPort: freePort(t)}
 	b := superNode{Cluster: "b", Other: "a", NATSPort: freePort(t), RoutePort: freePort(t), GatewayPort: gwB, OtherGateway: gwA,
 		MetricsPort: freePort(t)}
-	cfgA, cfgB := writeSuperConfig(t, a), writeSuperConfig(t, b)
+	cfgA := writeTemplate(t, filepath.Join(t.TempDir(), a.Cluster), superTemplate, a)
+	cfgB := writeTemplate(t, filepath.Join(t.TempDir(), b.Cluster), superTemplate, b)
 	// b first: its declarations may well come before a's.
 	pb := startHerald(t, "b-sink", cfgB, b.MetricsPort, "--stages", "sink")
 	pa := startHerald(t, "a-receiver-to-router", cfgA, a.MetricsPort, "--stages", "receiver,classifier,resolver,router")
@@ -110,16 +93,7 @@ func TestEventsEnteringOneClusterOfASuperclusterAreWrittenOnceBySinksInTheOther(
 	for i := range total {
 		expected[fmt.Sprintf("tcp-0-%06d", i)] = true
 	}
-	sink := newSinkFile(filepath.Join(filepath.Dir(cfgB), "out", "events.jsonl"), func(line []byte) (string, error) {
-		var ev sinkLine
-		if err := json.Unmarshal(line, &ev); err != nil {
-			return "", err
-		}
-		if k := syslogKey.FindString(ev.Message); k != "" {
-			return k, nil
-		}
-		return "", fmt.Errorf("no key in message %q", ev.Message)
-	})
+	sink := newSinkFile(filepath.Join(filepath.Dir(cfgB), "out", "events.jsonl"), jsonKey)
 	sent := time.Now()
 	if err := sendTCP(fmt.Sprintf("127.0.0.1:%d", a.SyslogPort), 1, 0, total, time.Now().Format(time.Stamp)); err != nil {
 		t.Fatalf("send to a's syslog receiver: %v", err)

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"regexp"
 	"testing"
 	"text/template"
@@ -58,18 +56,8 @@ func TestRemoteRsyslogKilledAndRestartedMidStreamLosesNothing(t *testing.T) {
 
 	dir := t.TempDir()
 	natsPort, metricsPort, syslogPort := freePort(t), freePort(t), freePort(t)
-	f, err := os.Create(filepath.Join(dir, "herald.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = syslogSinkConfig.Execute(f, map[string]int{"NATSPort": natsPort, "MetricsPort": metricsPort, "SyslogPort": syslogPort, "RELPPort": rs.RELP})
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatalf("write config: %v", err)
-	}
-	h := startHerald(t, "herald", f.Name(), metricsPort)
+	cfg := writeTemplate(t, dir, syslogSinkConfig, map[string]int{"NATSPort": natsPort, "MetricsPort": metricsPort, "SyslogPort": syslogPort, "RELPPort": rs.RELP})
+	h := startHerald(t, "herald", cfg, metricsPort)
 	h.waitReady(30 * time.Second)
 
 	// The sender paces itself (about 5,000 lines/s) so that the outage

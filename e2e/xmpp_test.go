@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -82,14 +81,7 @@ func startXMPPHerald(t *testing.T, p xmppParams) (*proc, string) {
 	t.Helper()
 	dir := t.TempDir()
 	p.NATSPort, p.MetricsPort, p.SyslogPort = freePort(t), freePort(t), freePort(t)
-	var b bytes.Buffer
-	if err := xmppConfig.Execute(&b, p); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "herald.yaml")
-	if err := os.WriteFile(cfg, b.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeTemplate(t, dir, xmppConfig, p)
 	h := startHerald(t, "herald", cfg, p.MetricsPort)
 	h.waitReady(30 * time.Second)
 	return h, fmt.Sprintf("127.0.0.1:%d", p.SyslogPort)
