@@ -141,30 +141,7 @@ func TestAFullMaxStoreHoldsIntakeAndDrainsOnceTheSinkIsBack(t *testing.T) {
 	})
 	t.Logf("the work streams are full: %s", storeState(js))
 	// HTTP: refused with the reason while the store is full.
-	var body503 string
-	var hdr503 http.Header
-	eventually(t, 30*time.Second, 20*time.Millisecond, func() error {
-		k, code, hdr, body := post()
-		if code != http.StatusServiceUnavailable {
-			return fmt.Errorf("post answered %d %s while the store is full", code, body)
-		}
-		// A post that waited for room until its timeout may still be
-		// stored; one refused at once is not.
-		delete(refused, k)
-		maybe[k] = true
-		body503, hdr503 = body, hdr
-		return nil
-	})
-	if !strings.Contains(body503, "store full") || !strings.Contains(body503, "bus.embedded.max_store") {
-		t.Errorf("503 body should name the full store and max_store: %s", body503)
-	}
-	if hdr503.Get("Retry-After") == "" {
-		t.Errorf("503 without Retry-After: %v", hdr503)
-	}
-	refusedAt := time.Now()
-	if _, code, _, body := post(); code != http.StatusServiceUnavailable || time.Since(refusedAt) > 2*time.Second {
-		t.Errorf("a second post while the store is full: %d after %s (want 503 at once): %s", code, time.Since(refusedAt), body)
-	}
+	expectStoreFull503(t, post, "bus.embedded.max_store", refused, maybe)
 
 	for watch := time.Now(); time.Since(watch) < 2*leaseTTL; time.Sleep(250 * time.Millisecond) {
 		if v, err := h.metric(`herald_sink_lease_held{sink="events"}`); err != nil || v != 1 {

@@ -140,29 +140,11 @@ func TestAFullStoreHoldsIntakeVisiblyAndLosesNothing(t *testing.T) {
 	// HTTP: the first post waits for the store (timeout 5s) and is
 	// answered 503; from then on posts are refused at once, with the
 	// reason, Retry-After and no trace.
-	var body503 string
-	var hdr503 http.Header
-	eventually(t, 30*time.Second, 100*time.Millisecond, func() error {
+	expectStoreFull503(t, func() (string, int, http.Header, string) {
 		k := nextHTTP()
 		code, hdr, body := post(k)
-		if code != http.StatusServiceUnavailable {
-			return fmt.Errorf("post answered %d %s while the store is full", code, body)
-		}
-		delete(refused, k)
-		maybe[k] = true
-		body503, hdr503 = body, hdr
-		return nil
-	})
-	if !strings.Contains(body503, "store full") || !strings.Contains(body503, "max_bytes or max_msgs of the stream of herald.raw.web") {
-		t.Errorf("503 body should name the full store and its limit: %s", body503)
-	}
-	if hdr503.Get("Retry-After") == "" {
-		t.Errorf("503 without Retry-After: %v", hdr503)
-	}
-	refusedAt := time.Now()
-	if code, _, body := post(nextHTTP()); code != http.StatusServiceUnavailable || time.Since(refusedAt) > 2*time.Second {
-		t.Errorf("a second post while the store is full: %d after %s (want 503 at once): %s", code, time.Since(refusedAt), body)
-	}
+		return k, code, hdr, body
+	}, "max_bytes or max_msgs of the stream of herald.raw.web", refused, maybe)
 	if v, err := h.metric(`herald_stage_rejected_total{reason="store_full",stage="receiver.web"}`); err != nil || v < 1 {
 		t.Errorf("herald_stage_rejected_total{store_full} of the http receiver = %v (%v), want the refusals counted", v, err)
 	}
@@ -514,4 +496,35 @@ func (c *relpClient) close(t testing.TB) {
 	c.frame(t, "close", "")
 	_, _, _ = c.readRsp(5 * time.Second)
 	_ = c.conn.Close()
+}
+
+// expectStoreFull503 posts until a post is answered 503 because the store
+// is full, checks that the answer names the limit (reason) and asks for a
+// retry later, and that the next post is refused at once. A post answered
+// 503 after it waited for room until its timeout may still be stored: its
+// key moves from refused to maybe.
+func expectStoreFull503(t *testing.T, post func() (key string, code int, hdr http.Header, body string), reason string, refused, maybe map[string]bool) {
+	t.Helper()
+	var body503 string
+	var hdr503 http.Header
+	eventually(t, 30*time.Second, 50*time.Millisecond, func() error {
+		k, code, hdr, body := post()
+		if code != http.StatusServiceUnavailable {
+			return fmt.Errorf("post answered %d %s while the store is full", code, body)
+		}
+		delete(refused, k)
+		maybe[k] = true
+		body503, hdr503 = body, hdr
+		return nil
+	})
+	if !strings.Contains(body503, "store full") || !strings.Contains(body503, reason) {
+		t.Errorf("503 body should name the full store and %q: %s", reason, body503)
+	}
+	if hdr503.Get("Retry-After") == "" {
+		t.Errorf("503 without Retry-After: %v", hdr503)
+	}
+	refusedAt := time.Now()
+	if _, code, _, body := post(); code != http.StatusServiceUnavailable || time.Since(refusedAt) > 2*time.Second {
+		t.Errorf("a second post while the store is full: %d after %s (want 503 at once): %s", code, time.Since(refusedAt), body)
+	}
 }
