@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/herald-router/herald/bus"
 )
 
 // fileID is a file's identity: it survives renames.
@@ -88,17 +90,12 @@ type store struct {
 	receiver string
 }
 
-func openStore(ctx context.Context, js jetstream.JetStream, receiver string, replicas int, placement *jetstream.Placement) (*store, error) {
-	if replicas < 1 {
-		replicas = 1
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+func openStore(ctx context.Context, b *bus.Bus, receiver string) (*store, error) {
+	kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      bucketName,
 		Description: "read positions of herald's file receivers",
 		History:     1,
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-		Placement:   placement,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("positions bucket %s: %w", bucketName, err)

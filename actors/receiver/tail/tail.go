@@ -13,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/herald-router/herald/actors/receiver"
 	"github.com/herald-router/herald/actors/receiver/tail/mbox"
 	"github.com/herald-router/herald/bus"
@@ -30,15 +28,11 @@ func Register(r *receiver.Registry) {
 		Options: func() any { return DefaultOptions() },
 		New: func(env receiver.Env, o any) (receiver.Listener, error) {
 			opts := *o.(*Options)
-			replicas := 1
-			var placement *jetstream.Placement
 			if env.Config != nil {
-				replicas = env.Config.Bus.Replicas
-				placement = bus.Placement(env.Config.Bus)
 				opts.Paths = resolve(env.Config.Dir, opts.Paths, false)
 				opts.Exclude = resolve(env.Config.Dir, opts.Exclude, true)
 			}
-			return New(env.Name, opts, Deps{Bus: env.Bus, Batcher: env.Batcher, Metrics: env.Metrics, Log: env.Log, Replicas: replicas, Placement: placement}), nil
+			return New(env.Name, opts, Deps{Bus: env.Bus, Batcher: env.Batcher, Metrics: env.Metrics, Log: env.Log}), nil
 		},
 	})
 }
@@ -59,12 +53,10 @@ func resolve(dir string, patterns []string, baseNames bool) []string {
 
 // Deps are what a Tailer works with.
 type Deps struct {
-	Bus       *bus.Bus
-	Batcher   *receiver.Batcher
-	Metrics   *metrics.Stage
-	Log       *slog.Logger
-	Replicas  int                  // of the positions bucket
-	Placement *jetstream.Placement // of the positions bucket (bus.placement)
+	Bus     *bus.Bus // the positions bucket takes its replicas and placement
+	Batcher *receiver.Batcher
+	Metrics *metrics.Stage
+	Log     *slog.Logger
 }
 
 // Tailer follows the files of one file receiver.
@@ -112,7 +104,7 @@ func New(name string, opts Options, deps Deps) *Tailer {
 func (t *Tailer) Listen() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	s, err := openStore(ctx, t.deps.Bus.JS, t.name, t.deps.Replicas, t.deps.Placement)
+	s, err := openStore(ctx, t.deps.Bus, t.name)
 	if err != nil {
 		return fmt.Errorf("receiver %s: %w", t.name, err)
 	}
